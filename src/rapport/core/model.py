@@ -1,0 +1,154 @@
+"""The data that flows through Rapport: events, identifiers and profiles.
+
+All types are ``msgspec.Struct`` so they encode/decode fast on the hot path
+and carry type information for mypy. Structs are treated as immutable values:
+core functions return new instances (``msgspec.structs.replace``) instead of
+mutating their inputs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
+EVENT_TYPES: frozenset[str] = frozenset(
+    ("track", "identify", "page", "screen", "group", "alias")
+)
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """One accepted, normalised event as it sits in the event log.
+
+    Field names encode in Segment's camelCase so a stored event reads like the
+    Segment spec (``messageId``, ``anonymousId``, ``receivedAt``...).
+    ``timestamp`` is already skew-corrected; ``original_timestamp`` is what
+    the device said.
+    """
+
+    workspace_id: str
+    message_id: str
+    type: str
+    timestamp: datetime
+    received_at: datetime
+    source: str
+    """Who sent it: ``write_key:<key id>``, ``admin:<key id>``, ``import:<name>``."""
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
+    group_id: str | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    traits: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    context: dict[str, Any] = {}
+    integrations: dict[str, Any] = {}
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+
+
+class LogEntry(msgspec.Struct, frozen=True):
+    """An event with its position in the event log (offsets start at 1)."""
+
+    offset: int
+    event: Event
+
+
+class Identifier(msgspec.Struct, frozen=True, order=True):
+    """A ``(type, value)`` pair that points at one profile, e.g. ``email:dana@x``."""
+
+    type: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value}"
+
+
+class TraitValue(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A trait value together with where it came from (provenance)."""
+
+    value: Any
+    source: str
+    observed_at: datetime
+    received_at: datetime
+    consent_basis: list[str] | None = None
+    """Consent categories granted when the value was collected, if known."""
+    message_id: str | None = None
+
+
+class ConsentValue(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One consent category's state, with provenance."""
+
+    granted: bool
+    source: str
+    observed_at: datetime
+    received_at: datetime
+    message_id: str | None = None
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    """One live profile: who the customer is and what we know, with provenance."""
+
+    id: str
+    workspace_id: str
+    created_at: datetime
+    updated_at: datetime
+    identifiers: list[Identifier] = []
+    traits: dict[str, TraitValue] = {}
+    consent: dict[str, ConsentValue] = {}
+    merged_from: list[str] = []
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    event_count: int = 0
+
+
+class MergeRecord(msgspec.Struct, kw_only=True):
+    """``loser`` was merged into ``winner`` because of event ``message_id``."""
+
+    workspace_id: str
+    winner: str
+    loser: str
+    merged_at: datetime
+    reason: str
+    message_id: str | None = None
+
+
+class Rejection(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An event that was refused at ingest, kept so nothing disappears silently."""
+
+    workspace_id: str
+    received_at: datetime
+    code: str
+    message: str
+    field: str | None = None
+    index: int | None = None
+    message_id: str | None = None
+    source: str | None = None
+    payload: str = ""
+    """The raw event as received (truncated to a bounded size)."""
+    id: int | None = None
+
+
+class ProfileEvent(msgspec.Struct, kw_only=True):
+    """An event as it appears in a profile's timeline."""
+
+    workspace_id: str
+    profile_id: str
+    offset: int
+    message_id: str
+    type: str
+    name: str | None
+    timestamp: datetime
+    received_at: datetime
+    body: bytes
+    """The full event, JSON-encoded (``Event``)."""
+
+
+def dump_json(value: Any) -> bytes:
+    return _ENCODER.encode(value)
+
+
+_ENCODER = msgspec.json.Encoder()
