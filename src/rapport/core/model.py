@@ -14,9 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
-EVENT_TYPES: frozenset[str] = frozenset(
-    ("track", "identify", "page", "screen", "group", "alias")
-)
+EVENT_TYPES: frozenset[str] = frozenset(("track", "identify", "page", "screen", "group", "alias"))
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
@@ -48,6 +46,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     integrations: dict[str, Any] = {}
     original_timestamp: datetime | None = None
     sent_at: datetime | None = None
+    profile_id: str | None = None
+    """Set only on internal events (admin API) that address a known profile directly."""
 
 
 class LogEntry(msgspec.Struct, frozen=True):

@@ -1,0 +1,116 @@
+"""The ``rapport`` command: serve, keys, settings, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from rapport.runtime.logging import configure_logging
+from rapport.settings import SettingsError, load_settings, settings_markdown
+
+
+def _settings(config: str | None, **overrides: Any) -> Any:
+    try:
+        return load_settings(overrides, config_file=config)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+config_option = click.option(
+    "--config", type=click.Path(dir_okay=False), default=None, help="TOML settings file."
+)
+data_dir_option = click.option(
+    "--data-dir", default=None, help="Data directory (RAPPORT_DATA_DIR, default ./data)."
+)
+
+
+@click.group()
+@click.version_option(package_name="rapport")
+def main() -> None:
+    """Rapport: one-to-one customer conversations at scale."""
+
+
+@main.command()
+@data_dir_option
+@config_option
+@click.option("--host", default=None, help="Listen address (RAPPORT_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Listen port (RAPPORT_PORT, default 8000).")
+def serve(data_dir: str | None, config: str | None, host: str | None, port: int | None) -> None:
+    """Run the embedded runtime: HTTP API and processing in one process."""
+    import uvicorn
+
+    from rapport.api.app import create_app
+
+    settings = _settings(config, data_dir=data_dir, host=host, port=port)
+    configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings=settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level if settings.log_level != "debug" else "debug",
+        access_log=False,
+        server_header=False,
+        # Keep-alive longer than SDK flush intervals so connections are reused.
+        timeout_keep_alive=30,
+    )
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@data_dir_option
+@config_option
+@click.option("--kind", type=click.Choice(["write", "secret"]), required=True)
+@click.option("--workspace", default="default", show_default=True, help="Workspace name.")
+def keys_create(data_dir: str | None, config: str | None, kind: str, workspace: str) -> None:
+    """Create a key and print it (only the key, once: it is stored hashed)."""
+    from rapport.runtime.service import Rapport
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+
+    async def create() -> str:
+        runtime = await Rapport.open(settings)
+        try:
+            return await runtime.create_key(kind, workspace)
+        finally:
+            await runtime.close()
+
+    click.echo(asyncio.run(create()))
+
+
+@main.command()
+@click.option("--data-dir", default="demo-data", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def demo(data_dir: str, host: str, port: int) -> None:
+    """Run embedded Rapport with sample shop data and print where to look."""
+    from rapport.demo import run_demo
+
+    settings = _settings(None, data_dir=data_dir, host=host, port=port)
+    configure_logging("warning", settings.log_format)
+    asyncio.run(run_demo(settings))
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the configuration reference.")
+@config_option
+def settings_cmd(markdown: bool, config: str | None) -> None:
+    """Show the effective settings (or the reference with --markdown)."""
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
+    settings = _settings(config)
+    for name, value in sorted(vars(settings).items()):
+        click.echo(f"{name} = {value!r}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

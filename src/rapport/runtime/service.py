@@ -1,0 +1,154 @@
+"""The running Rapport: backends, clock, processor and background tasks, wired once.
+
+``Rapport.open(settings)`` picks the backends from the settings (SQLite files
+by default, PostgreSQL for ``postgresql://`` URLs), ``start()`` launches the
+processor and housekeeping tasks, ``close()`` stops them and drains writes.
+The HTTP layer and the CLI only talk to this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+
+from rapport.core.clock import Clock
+from rapport.core.identity import IdentityRules
+from rapport.core.ids import IdGenerator
+from rapport.runtime.clock import RandomIds, SystemClock
+from rapport.runtime.keys import generate_key, hash_key
+from rapport.runtime.metrics import Metrics
+from rapport.runtime.processor import Processor
+from rapport.settings import Settings
+from rapport.storage.base import ApiKey, EventLog, Storage
+
+log = structlog.get_logger("rapport")
+
+DEFAULT_WORKSPACE = "default"
+
+
+async def open_backends(settings: Settings) -> tuple[Storage, EventLog]:
+    """The storage and event log the settings ask for, opened and migrated."""
+    if settings.is_postgres:
+        from rapport.storage.postgres import open_postgres
+
+        return await open_postgres(settings.database_url, schema=settings.database_schema)
+    if settings.database_url.startswith("memory://"):
+        from rapport.storage.memory import open_memory
+
+        return open_memory()
+    from rapport.storage.sqlite import open_sqlite
+
+    data_dir = settings.sqlite_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return await open_sqlite(Path(data_dir), synchronous=settings.sqlite_synchronous.upper())
+
+
+def identity_rules(settings: Settings) -> IdentityRules:
+    return IdentityRules.from_config(
+        identifier_traits=settings.identifier_trait_map(),
+        caps=settings.identifier_cap_map(),
+    )
+
+
+class Rapport:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        event_log: EventLog,
+        *,
+        clock: Clock | None = None,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.event_log = event_log
+        self.clock: Clock = clock or SystemClock()
+        self.ids: IdGenerator = ids or RandomIds()
+        self.metrics = Metrics()
+        self.rules = identity_rules(settings)
+        self.processor = Processor(
+            storage,
+            event_log,
+            self.clock,
+            self.ids,
+            self.rules,
+            batch_size=settings.processing_batch_size,
+        )
+        self.lag = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, clock: Clock | None = None, ids: IdGenerator | None = None
+    ) -> Rapport:
+        storage, event_log = await open_backends(settings)
+        return cls(settings, storage, event_log, clock=clock, ids=ids)
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        """Start processing and housekeeping in the background."""
+        self._stop.clear()
+        await self.processor.load_offset()
+        self._tasks = [
+            asyncio.create_task(self.processor.run(self._stop), name="rapport-processor"),
+            asyncio.create_task(self._watch_lag(), name="rapport-lag"),
+            asyncio.create_task(self._prune_dedup(), name="rapport-dedup-pruner"),
+        ]
+
+    async def close(self) -> None:
+        self._stop.set()
+        # Every task watches ``_stop`` and ends at its next step; awaiting them
+        # (instead of cancelling) lets an in-flight commit finish cleanly.
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.event_log.close()
+        await self.storage.close()
+
+    async def _watch_lag(self) -> None:
+        while not self._stop.is_set():
+            end = await self.event_log.end_offset()
+            self.lag = max(0, end - self.processor.processed_offset)
+            self.metrics.log_end_offset.set(end)
+            self.metrics.processing_lag.set(self.lag)
+            self.metrics.processed_offset.set(self.processor.processed_offset)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=0.2)
+
+    async def _prune_dedup(self) -> None:
+        window = timedelta(days=self.settings.dedup_window_days)
+        while not self._stop.is_set():
+            removed = await self.event_log.prune_dedup(self.clock.now() - window)
+            if removed:
+                log.info("dedup.pruned", removed=removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=3600)
+
+    # -- workspaces and keys -------------------------------------------------
+    async def create_key(self, kind: str, workspace: str = DEFAULT_WORKSPACE) -> str:
+        """Create a key in ``workspace`` (created if missing); return the key itself."""
+        now = self.clock.now()
+        ws = await self.storage.ensure_workspace(workspace, self.ids.new_id("ws"), now)
+        key = generate_key(kind)
+        await self.storage.create_api_key(
+            ApiKey(
+                id=self.ids.new_id("key"),
+                workspace_id=ws.id,
+                kind=kind,
+                key_hash=hash_key(key),
+                created_at=now,
+            )
+        )
+        return key
+
+    async def authenticate(self, key: str) -> ApiKey | None:
+        if not key:
+            return None
+        return await self.storage.find_api_key(hash_key(key))
