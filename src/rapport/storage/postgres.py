@@ -1,0 +1,523 @@
+"""PostgreSQL backend for the scaled-out runtime: ``Storage`` over asyncpg.
+
+``open_postgres`` builds one asyncpg pool whose connections use the chosen
+schema as their ``search_path``, creates the schema and applies the numbered
+migrations in ``migrations/postgres/``, and returns the storage and the event
+log (``postgres_eventlog``) sharing that pool. The pool closes when both have
+been closed.
+
+Bulk writes send one array per column and ``unnest`` them server-side, so a
+batch costs one statement whatever its size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeAlias
+
+import asyncpg
+import msgspec
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from rapport.core.model import Identifier, MergeRecord, Profile, ProfileEvent, Rejection
+from rapport.storage.base import ApiKey, EventPage, ProcessingBatch, Storage, Workspace
+from rapport.storage.migrations import (
+    apply_migrations_async,
+    dialect_directory,
+    load_migrations,
+)
+from rapport.storage.postgres_eventlog import PostgresEventLog
+
+__all__ = ["PostgresEventLog", "PostgresStorage", "open_postgres"]
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_log = structlog.get_logger(__name__)
+
+# Advisory locks are one shared namespace per database; the first key ("RAPT")
+# keeps ours apart from other applications', the second names the schema.
+_LOCK_CLASS = 0x52415054
+# A connection as the pool hands it out, or a bare one.
+_Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+# Merge chains longer than this are a bug (or a cycle), not data to follow.
+_MAX_MERGE_CHAIN = 64
+
+
+async def open_postgres(
+    dsn: str, *, schema: str = "public", min_size: int = 1, max_size: int = 10
+) -> tuple[PostgresStorage, PostgresEventLog]:
+    """Connect, migrate ``schema`` (creating it if missing) and return both halves."""
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema must be a plain SQL identifier, got {schema!r}")
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": f'"{schema}"'},
+    )
+    try:
+        async with pool.acquire() as conn:
+            await _migrate(conn, schema)
+            synchronous_commit = await conn.fetchval("SHOW synchronous_commit")
+    except BaseException:
+        await pool.close()
+        raise
+    if synchronous_commit == "off":
+        # Then a commit returns before its WAL is flushed, and an append that
+        # returned (a 2xx sent) can be lost in a crash: say so loudly.
+        _log.warning("postgres_synchronous_commit_off", schema=schema)
+    lease = _PoolLease(pool, holders=2)
+    return PostgresStorage(pool, lease.release), PostgresEventLog(pool, lease.release)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb travels as the bytes msgspec produces and consumes (binary jsonb is
+    # a version byte followed by the JSON text): no str round trip either way.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+def _encode_jsonb(value: bytes) -> bytes:
+    return b"\x01" + value
+
+
+def _decode_jsonb(data: bytes) -> bytes:
+    return data[1:]
+
+
+class _AsyncpgMigrationExecutor:
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str) -> None:
+        # No arguments: the simple query protocol runs a whole script,
+        # dollar-quoted function bodies included.
+        await self._conn.execute(sql)
+
+    async def fetch_ints(self, sql: str) -> list[int]:
+        return [row[0] for row in await self._conn.fetch(sql)]
+
+
+async def _migrate(conn: _Connection, schema: str) -> None:
+    # Several ``rapport api`` processes may start at once: the transaction
+    # lock makes them migrate one after the other (the later ones find
+    # nothing pending); it also makes check-then-create of the schema race free.
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, schema)
+        # Checked first rather than CREATE SCHEMA IF NOT EXISTS, which demands
+        # the CREATE privilege on the database even when the schema exists.
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await apply_migrations_async(
+            _AsyncpgMigrationExecutor(conn), load_migrations(dialect_directory("postgres"))
+        )
+
+
+class _PoolLease:
+    """Closes the shared pool once every holder has let go of it."""
+
+    def __init__(self, pool: asyncpg.Pool, holders: int) -> None:
+        self._pool = pool
+        self._holders = holders
+
+    async def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            await self._pool.close()
+
+
+# -- SQL -----------------------------------------------------------------------
+
+_WORKSPACE_COLUMNS = "id, name, created_at"
+_INSERT_WORKSPACE_SQL = (
+    "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3) "
+    f"ON CONFLICT (name) DO NOTHING RETURNING {_WORKSPACE_COLUMNS}"
+)
+_API_KEY_COLUMNS = "id, workspace_id, kind, key_hash, created_at, name, revoked_at"
+_REJECTION_COLUMNS = (
+    "workspace_id, received_at, code, message, field, item_index, message_id, source, payload"
+)
+_INSERT_REJECTIONS_SQL = f"""
+INSERT INTO rejections ({_REJECTION_COLUMNS})
+SELECT w, r, c, m, f, i, mid, s, p
+FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::text[], $8::text[], $9::text[])
+     WITH ORDINALITY AS u(w, r, c, m, f, i, mid, s, p, ord)
+ORDER BY ord
+"""
+# Selects name their columns after the struct fields, so rows map straight
+# onto ``Struct(**row)``. Paging bounds use coalesce rather than "$n IS NULL
+# OR ...", which keeps them index range conditions in generic (cached) plans.
+_LIST_REJECTIONS_SQL = """
+SELECT id, workspace_id, received_at, code, message, field, item_index AS index,
+       message_id, source, payload
+FROM rejections
+WHERE workspace_id = $1 AND id < coalesce($3::bigint, 9223372036854775807)
+ORDER BY id DESC LIMIT $2
+"""
+_FIND_PROFILE_IDS_SQL = """
+SELECT i.id_type, i.id_value, i.profile_id
+FROM unnest($2::text[], $3::text[]) AS q(t, v)
+JOIN identifiers AS i ON i.workspace_id = $1 AND i.id_type = q.t AND i.id_value = q.v
+"""
+_LOAD_PROFILES_SQL = "SELECT doc FROM profiles WHERE workspace_id = $1 AND id = ANY($2::text[])"
+# The first live profile on the chain loser -> winner -> ... starting at $2.
+_RESOLVE_PROFILE_SQL = f"""
+WITH RECURSIVE chain (profile_id, depth) AS (
+    SELECT $2::text, 0
+    UNION ALL
+    SELECT m.winner, chain.depth + 1
+    FROM chain JOIN profile_merges AS m ON m.workspace_id = $1 AND m.loser = chain.profile_id
+    WHERE chain.depth < {_MAX_MERGE_CHAIN}
+)
+SELECT chain.profile_id FROM chain
+JOIN profiles AS p ON p.workspace_id = $1 AND p.id = chain.profile_id
+ORDER BY chain.depth LIMIT 1
+"""
+_PROFILE_EVENT_COLUMNS = (
+    "workspace_id, profile_id, log_offset, message_id, type, name, occurred_at, received_at, body"
+)
+_LIST_PROFILE_EVENTS_SQL = """
+SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,
+       occurred_at AS timestamp, received_at, body
+FROM profile_events
+WHERE workspace_id = $1 AND profile_id = $2
+  AND log_offset < coalesce($4::bigint, 9223372036854775807)
+ORDER BY log_offset DESC LIMIT $3
+"""
+_MERGE_COLUMNS = "workspace_id, winner, loser, merged_at, reason, message_id"
+_LIST_MERGES_SQL = f"""
+SELECT {_MERGE_COLUMNS} FROM profile_merges
+WHERE workspace_id = $1 AND winner = $2 ORDER BY merged_at, seq
+"""
+
+# commit_processing, in the order it runs them.
+_INSERT_PROFILE_EVENTS_SQL = f"""
+INSERT INTO profile_events ({_PROFILE_EVENT_COLUMNS})
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[], $9::bytea[])
+ON CONFLICT (workspace_id, log_offset) DO NOTHING
+"""
+_UPSERT_IDENTIFIERS_SQL = """
+INSERT INTO identifiers (workspace_id, id_type, id_value, profile_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+ON CONFLICT (workspace_id, id_type, id_value) DO UPDATE SET profile_id = excluded.profile_id
+"""
+_INSERT_MERGES_SQL = f"""
+INSERT INTO profile_merges ({_MERGE_COLUMNS})
+SELECT w, wi, l, t, r, mid
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+     WITH ORDINALITY AS u(w, wi, l, t, r, mid, ord)
+ORDER BY ord
+ON CONFLICT (workspace_id, loser) DO NOTHING
+"""
+# $1 workspaces, $2 losers, $3 the live profile each loser ends up in.
+_MOVE_TIMELINES_SQL = """
+UPDATE profile_events AS e SET profile_id = u.target
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(w, loser, target)
+WHERE e.workspace_id = u.w AND e.profile_id = u.loser
+"""
+_MOVE_IDENTIFIERS_SQL = """
+UPDATE identifiers AS i SET profile_id = u.target
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(w, loser, target)
+WHERE i.workspace_id = u.w AND i.profile_id = u.loser
+"""
+_DELETE_LOSERS_SQL = """
+DELETE FROM profiles AS p USING unnest($1::text[], $2::text[]) AS u(w, loser)
+WHERE p.workspace_id = u.w AND p.id = u.loser
+"""
+_UPSERT_PROFILES_SQL = """
+INSERT INTO profiles (workspace_id, id, created_at, updated_at, doc)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::jsonb[])
+ON CONFLICT (workspace_id, id) DO UPDATE
+SET created_at = excluded.created_at, updated_at = excluded.updated_at, doc = excluded.doc
+"""
+_SET_CONSUMER_OFFSET_SQL = """
+INSERT INTO consumer_offsets (consumer, log_offset) VALUES ($1, $2)
+ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset
+"""
+
+
+class PostgresStorage(Storage):
+    """``Storage`` over a shared asyncpg pool (see ``open_postgres``)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._on_close = on_close
+        self._closed = False
+        self._encoder = msgspec.json.Encoder()
+        self._profile_decoder = msgspec.json.Decoder(Profile)
+
+    async def open(self) -> None:
+        """Nothing to do: ``open_postgres`` connects and migrates."""
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._on_close is not None:
+            await self._on_close()
+
+    # -- workspaces and keys -------------------------------------------------
+    async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
+        async with self._pool.acquire() as conn:
+            try:
+                row = await conn.fetchrow(_INSERT_WORKSPACE_SQL, new_id, name, now)
+            except asyncpg.UniqueViolationError as error:
+                raise ValueError(f"workspace id {new_id!r} is already used") from error
+            if row is None:
+                # The name exists. ON CONFLICT waited for its creator to
+                # commit, and this new statement's snapshot sees it.
+                row = await conn.fetchrow(
+                    f"SELECT {_WORKSPACE_COLUMNS} FROM workspaces WHERE name = $1", name
+                )
+        if row is None:
+            raise LookupError(f"workspace {name!r} conflicted on insert but cannot be read")
+        return Workspace(**row)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1", workspace_id
+        )
+        return None if row is None else Workspace(**row)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        try:
+            await self._pool.execute(
+                f"INSERT INTO api_keys ({_API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                key.id,
+                key.workspace_id,
+                key.kind,
+                key.key_hash,
+                key.created_at,
+                key.name,
+                key.revoked_at,
+            )
+        except asyncpg.UniqueViolationError as error:
+            raise ValueError(f"api key {key.id!r} or its hash is already stored") from error
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            key_hash,
+        )
+        return None if row is None else ApiKey(**row)
+
+    # -- rejections ----------------------------------------------------------
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        if not rejections:
+            return
+        await self._pool.execute(
+            _INSERT_REJECTIONS_SQL,
+            [_storable_text(r.workspace_id) for r in rejections],
+            [r.received_at for r in rejections],
+            [_storable_text(r.code) for r in rejections],
+            [_storable_text(r.message) for r in rejections],
+            [_storable_optional_text(r.field) for r in rejections],
+            [r.index for r in rejections],
+            [_storable_optional_text(r.message_id) for r in rejections],
+            [_storable_optional_text(r.source) for r in rejections],
+            [_storable_text(r.payload) for r in rejections],
+        )
+
+    async def list_rejections(
+        self, workspace_id: str, limit: int, before: int | None = None
+    ) -> list[Rejection]:
+        if limit <= 0:
+            return []
+        rows = await self._pool.fetch(_LIST_REJECTIONS_SQL, workspace_id, limit, before)
+        return [Rejection(**row) for row in rows]
+
+    # -- identity graph and profiles -----------------------------------------
+    async def find_profile_ids(
+        self, workspace_id: str, identifiers: Sequence[Identifier]
+    ) -> dict[Identifier, str]:
+        if not identifiers:
+            return {}
+        rows = await self._pool.fetch(
+            _FIND_PROFILE_IDS_SQL,
+            workspace_id,
+            [identifier.type for identifier in identifiers],
+            [identifier.value for identifier in identifiers],
+        )
+        return {Identifier(row[0], row[1]): row[2] for row in rows}
+
+    async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(_LOAD_PROFILES_SQL, workspace_id, list(ids))
+        decode = self._profile_decoder.decode
+        profiles = (decode(row[0]) for row in rows)
+        return {profile.id: profile for profile in profiles}
+
+    async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
+        resolved: str | None = await self._pool.fetchval(
+            _RESOLVE_PROFILE_SQL, workspace_id, profile_id
+        )
+        return resolved
+
+    async def list_profile_events(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> EventPage:
+        if limit <= 0:
+            return EventPage(events=[], next_before=None)
+        # One row more than asked tells whether an older page exists.
+        rows = await self._pool.fetch(
+            _LIST_PROFILE_EVENTS_SQL, workspace_id, profile_id, limit + 1, before
+        )
+        events = [ProfileEvent(**row) for row in rows[:limit]]
+        next_before = events[-1].offset if len(rows) > limit else None
+        return EventPage(events=events, next_before=next_before)
+
+    async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
+        rows = await self._pool.fetch(_LIST_MERGES_SQL, workspace_id, profile_id)
+        return [MergeRecord(**row) for row in rows]
+
+    # -- processing ----------------------------------------------------------
+    async def commit_processing(self, batch: ProcessingBatch) -> None:
+        # Every parameter is built (and every encoding error raised) before a
+        # connection is taken, so the transaction only runs statements.
+        statements = _processing_statements(batch, self._encoder.encode)
+        async with self._pool.acquire() as conn, conn.transaction():
+            for sql, args in statements:
+                await conn.execute(sql, *args)
+
+    async def consumer_offset(self, consumer: str) -> int:
+        offset: int | None = await self._pool.fetchval(
+            "SELECT log_offset FROM consumer_offsets WHERE consumer = $1", consumer
+        )
+        return 0 if offset is None else offset
+
+
+_Statement: TypeAlias = tuple[str, tuple[object, ...]]
+
+
+def _processing_statements(
+    batch: ProcessingBatch, encode: Callable[[object], bytes]
+) -> list[_Statement]:
+    """The statements applying ``batch``, in the order ``ProcessingBatch`` documents."""
+    statements: list[_Statement] = []
+    if batch.events:
+        events = batch.events
+        statements.append(
+            (
+                _INSERT_PROFILE_EVENTS_SQL,
+                (
+                    [event.workspace_id for event in events],
+                    [event.profile_id for event in events],
+                    [event.offset for event in events],
+                    [event.message_id for event in events],
+                    [event.type for event in events],
+                    [event.name for event in events],
+                    [event.timestamp for event in events],
+                    [event.received_at for event in events],
+                    [event.body for event in events],
+                ),
+            )
+        )
+    if batch.identifiers:
+        # One statement may not update a row twice: the last owner wins.
+        owners = {
+            (workspace_id, identifier): profile_id
+            for workspace_id, identifier, profile_id in batch.identifiers
+        }
+        statements.append(
+            (
+                _UPSERT_IDENTIFIERS_SQL,
+                (
+                    [workspace_id for workspace_id, _ in owners],
+                    [identifier.type for _, identifier in owners],
+                    [identifier.value for _, identifier in owners],
+                    list(owners.values()),
+                ),
+            )
+        )
+    if batch.merges:
+        statements.extend(_merge_statements(batch.merges))
+    if batch.profiles:
+        # Same rule for profiles: the last version in the batch wins.
+        latest = {(profile.workspace_id, profile.id): profile for profile in batch.profiles}
+        profiles = list(latest.values())
+        statements.append(
+            (
+                _UPSERT_PROFILES_SQL,
+                (
+                    [profile.workspace_id for profile in profiles],
+                    [profile.id for profile in profiles],
+                    [profile.created_at for profile in profiles],
+                    [profile.updated_at for profile in profiles],
+                    [encode(profile) for profile in profiles],
+                ),
+            )
+        )
+    statements.append((_SET_CONSUMER_OFFSET_SQL, (batch.consumer, batch.offset)))
+    return statements
+
+
+def _merge_statements(merges: list[MergeRecord]) -> list[_Statement]:
+    for merge in merges:
+        if merge.winner == merge.loser:
+            # Applied, it would delete the very profile it claims to keep.
+            raise ValueError(f"profile {merge.loser} cannot merge into itself")
+    record = (
+        _INSERT_MERGES_SQL,
+        (
+            [merge.workspace_id for merge in merges],
+            [merge.winner for merge in merges],
+            [merge.loser for merge in merges],
+            [merge.merged_at for merge in merges],
+            [merge.reason for merge in merges],
+            [merge.message_id for merge in merges],
+        ),
+    )
+    # Applying merges one by one would move A's timeline to B and then B's
+    # (now holding A's) to C; moving every loser straight to the end of its
+    # chain within the batch gives the same result in one statement each.
+    targets = _final_merge_targets(merges)
+    workspaces = [workspace_id for workspace_id, _ in targets]
+    losers = [loser for _, loser in targets]
+    winners = list(targets.values())
+    return [
+        record,
+        (_MOVE_TIMELINES_SQL, (workspaces, losers, winners)),
+        # A merged-away profile owns nothing any more: identifiers that still
+        # point at it follow it to its winner.
+        (_MOVE_IDENTIFIERS_SQL, (workspaces, losers, winners)),
+        (_DELETE_LOSERS_SQL, (workspaces, losers)),
+    ]
+
+
+def _final_merge_targets(merges: Sequence[MergeRecord]) -> dict[tuple[str, str], str]:
+    """``(workspace, loser) -> winner``, following chains formed within ``merges``."""
+    winner_of = {(merge.workspace_id, merge.loser): merge.winner for merge in merges}
+    targets: dict[tuple[str, str], str] = {}
+    for workspace_id, loser in winner_of:
+        target = winner_of[(workspace_id, loser)]
+        visited = {loser}
+        while (workspace_id, target) in winner_of and target not in visited:
+            visited.add(target)
+            target = winner_of[(workspace_id, target)]
+        targets[(workspace_id, loser)] = target
+    return targets
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL. Rejections exist to keep bad input
+    # visible, so a NUL in it must not make recording the rejection fail.
+    return value.replace("\x00", "\ufffd")
+
+
+def _storable_optional_text(value: str | None) -> str | None:
+    return None if value is None else _storable_text(value)
