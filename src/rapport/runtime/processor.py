@@ -1,0 +1,442 @@
+"""The per-profile processor: event log -> identity graph, profiles and timelines.
+
+One processor consumes the log in offset order. Each step reads a batch,
+resolves identity and applies traits for every event in log order (which is
+what gives per-profile order), and commits everything — profiles, identifier
+owners, merges, timeline rows and the new consumer offset — in one
+``commit_processing`` call, so a crash replays the step instead of half of it.
+
+Round trips are per batch, not per event: one ``find_profile_ids`` and one
+``load_profiles`` per workspace in the batch, then a working set in memory
+that lets several events of one customer in the same batch see each other.
+
+Failures:
+
+* an event whose processing raises is recorded as a rejection with code
+  ``processing_failed`` (visible next to ingest rejections), logged at error
+  level with its offset, and skipped; it stays in the event log, so it can
+  be replayed once the cause is fixed. The rest of the batch goes on.
+* a batch whose commit fails (storage trouble) is retried with backoff. If it
+  keeps failing, the processor narrows down to one event per batch; a single
+  event whose commit still fails is recorded and skipped the same way, so
+  one unstorable event cannot wedge the pipeline, while an unreachable
+  storage only makes the processor wait (nothing is skipped without being
+  recorded, and recording needs the storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+
+from rapport.core.clock import Clock
+from rapport.core.identity import (
+    EventClaims,
+    IdentityRules,
+    Refusal,
+    add_alias_claims,
+    alias_candidates,
+    resolve,
+    scan_identifiers,
+)
+from rapport.core.ids import IdGenerator
+from rapport.core.model import (
+    Event,
+    Identifier,
+    LogEntry,
+    MergeRecord,
+    Profile,
+    ProfileEvent,
+    Rejection,
+    dump_json,
+)
+from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
+from rapport.storage.base import EventLog, ProcessingBatch, Storage
+
+log = structlog.get_logger("rapport.processor")
+
+POLL_INTERVAL = 0.05
+"""Seconds an idle processor waits for a ``notify()`` before polling the log."""
+ISOLATE_AFTER = 3
+"""Failed attempts of a batch before processing one event per batch."""
+SKIP_AFTER = 3
+"""Failed attempts of a single event before it is recorded and skipped."""
+MAX_BACKOFF = 5.0
+MAX_FAILURE_PAYLOAD = 16 * 1024
+PROFILE_ID_PREFIX = "prof"
+FAILURE_CODE = "processing_failed"
+
+
+@dataclass
+class _WorkspaceState:
+    """What one batch knows and changed in one workspace."""
+
+    workspace_id: str
+    owners: dict[Identifier, str] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
+    """Merged-away profile id -> the profile it went into."""
+    changed_profiles: set[str] = field(default_factory=set)
+    changed_identifiers: set[Identifier] = field(default_factory=set)
+
+    def live(self, profile_id: str) -> str:
+        seen: set[str] = set()
+        while profile_id in self.redirects and profile_id not in seen:
+            seen.add(profile_id)
+            profile_id = self.redirects[profile_id]
+        return profile_id
+
+
+@dataclass
+class _Placed:
+    entry: LogEntry
+    profile_id: str
+    body: bytes
+
+
+class Processor:
+    def __init__(
+        self,
+        storage: Storage,
+        log: EventLog,
+        clock: Clock,
+        ids: IdGenerator,
+        rules: IdentityRules,
+        consumer: str = "profiles",
+        batch_size: int = 500,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._storage = storage
+        self._log = log
+        self._clock = clock
+        self._ids = ids
+        self._rules = rules
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self._offset: int | None = None
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self.processed_total = 0
+        """Events processed since start (failed ones included)."""
+        self.failed_total = 0
+        """Events recorded as ``processing_failed`` since start."""
+        self._skip_recorded = 0
+        """Offset of the last event recorded as skipped, so a retried skip records it once."""
+
+    # -- progress ------------------------------------------------------------
+    @property
+    def processed_offset(self) -> int:
+        """Offset up to which the log is processed and committed (0 before loading)."""
+        return self._offset or 0
+
+    async def load_offset(self) -> int:
+        """Read the committed offset of this consumer from storage."""
+        self._offset = await self._storage.consumer_offset(self.consumer)
+        await self._announce()
+        return self._offset
+
+    def notify(self) -> None:
+        """Wake an idle ``run`` loop: new events were appended."""
+        self._wake.set()
+
+    async def wait_processed(self, offset: int, timeout: float) -> bool:
+        """Wait until everything up to ``offset`` is processed; False on timeout."""
+        if self.processed_offset >= offset:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(lambda: self.processed_offset >= offset)
+        return self.processed_offset >= offset
+
+    async def _announce(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    # -- the loop ------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until ``stop`` is set; sleep on ``notify()`` or a short poll when idle."""
+        attempts = 0
+        isolate_until = 0
+        while not stop.is_set():
+            self._wake.clear()
+            start = self.processed_offset
+            isolated = start < isolate_until
+            try:
+                done = await self.run_once(limit=1 if isolated else None)
+            except Exception as exc:  # storage/log trouble: logged and retried (module doc)
+                attempts += 1
+                log.error(
+                    "processing.batch_failed",
+                    after_offset=start,
+                    attempt=attempts,
+                    isolated=isolated,
+                    exc_info=exc,
+                )
+                if isolated and attempts >= SKIP_AFTER:
+                    if await self._skip_next(start, exc):
+                        attempts = 0
+                        continue
+                elif not isolated and attempts >= ISOLATE_AFTER:
+                    isolate_until = start + self.batch_size
+                    attempts = 0
+                await self._pause(stop, min(MAX_BACKOFF, POLL_INTERVAL * 2**attempts))
+                continue
+            attempts = 0
+            if done == 0:
+                await self._pause(stop, POLL_INTERVAL, wake=True)
+
+    async def _pause(self, stop: asyncio.Event, seconds: float, *, wake: bool = False) -> None:
+        waiter = self._wake if wake else stop
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), timeout=seconds)
+
+    # -- one step ------------------------------------------------------------
+    async def run_once(self, limit: int | None = None) -> int:
+        """Process the next batch (at most ``limit`` or ``batch_size`` events).
+
+        Returns how many log entries were consumed (failed ones included).
+        """
+        if self._offset is None:
+            await self.load_offset()
+        after = self.processed_offset
+        entries = await self._log.read(after, limit or self.batch_size)
+        if not entries:
+            return 0
+        batch, failures = await self._build_batch(entries)
+        if failures:
+            await self._storage.record_rejections(failures)
+        await self._storage.commit_processing(batch)
+        self._offset = batch.offset
+        self.processed_total += len(entries)
+        self.failed_total += len(failures)
+        await self._announce()
+        return len(entries)
+
+    async def _skip_next(self, after: int, error: Exception) -> bool:
+        """Record the event after ``after`` as failed and move past it.
+
+        Called when that event alone keeps failing to commit. The rejection is
+        written first: if the storage is down that fails too and nothing is
+        skipped. Returns whether the event was skipped.
+        """
+        reason = f"commit kept failing: {type(error).__name__}: {error}"
+        try:
+            entries = await self._log.read(after, 1)
+            if not entries:
+                return False
+            entry = entries[0]
+            if self._skip_recorded != entry.offset:
+                await self._storage.record_rejections([_failure(entry, reason)])
+                self._skip_recorded = entry.offset
+            await self._storage.commit_processing(
+                ProcessingBatch(consumer=self.consumer, offset=entry.offset)
+            )
+        except Exception as exc:  # the storage itself is failing: logged, nothing skipped
+            log.error("processing.skip_failed", after_offset=after, exc_info=exc)
+            return False
+        log.error(
+            "processing.event_skipped",
+            offset=entry.offset,
+            message_id=entry.event.message_id,
+            workspace_id=entry.event.workspace_id,
+            error=reason,
+        )
+        self._offset = entry.offset
+        self.processed_total += 1
+        self.failed_total += 1
+        await self._announce()
+        return True
+
+    async def _build_batch(
+        self, entries: Sequence[LogEntry]
+    ) -> tuple[ProcessingBatch, list[Rejection]]:
+        now = self._clock.now()
+        failures: list[Rejection] = []
+        scanned: list[tuple[LogEntry, EventClaims]] = []
+        for entry in entries:
+            try:
+                scanned.append((entry, scan_identifiers(entry.event, self._rules)))
+            except Exception as exc:  # one bad event must not stop the others: recorded
+                failures.append(self._failed(entry, exc))
+
+        states = await self._load_states(scanned)
+
+        def new_profile_id() -> str:
+            return self._ids.new_id(PROFILE_ID_PREFIX)
+
+        placed: list[_Placed] = []
+        merges: list[MergeRecord] = []
+        for entry, scan in scanned:
+            event = entry.event
+            state = states[event.workspace_id]
+            try:
+                claims = add_alias_claims(scan, event, self._rules, state.owners)
+                if claims.profile_id is not None:
+                    claims = msgspec.structs.replace(
+                        claims, profile_id=state.live(claims.profile_id)
+                    )
+                resolution = resolve(
+                    claims, state.owners, state.profiles, self._rules, now, new_profile_id
+                )
+                profile = state.profiles.get(resolution.profile_id)
+                if profile is None:
+                    profile = new_profile(resolution.profile_id, event.workspace_id, now)
+                moved: dict[Identifier, str] = {}
+                for merge in resolution.merges:
+                    loser = state.profiles[merge.loser]
+                    profile = merge_profiles(profile, loser, now)
+                    moved.update(dict.fromkeys(loser.identifiers, profile.id))
+                if resolution.attached:
+                    profile = attach_identifiers(profile, resolution.attached, now)
+                    moved.update(dict.fromkeys(resolution.attached, profile.id))
+                profile = apply_event(profile, event, now)
+                body = dump_json(event)
+            except Exception as exc:  # one bad event must not stop the others: recorded
+                failures.append(self._failed(entry, exc))
+                continue
+            # Nothing below can fail: the working set changes only for events
+            # that were processed completely.
+            for merge in resolution.merges:
+                del state.profiles[merge.loser]
+                state.redirects[merge.loser] = profile.id
+                state.changed_profiles.discard(merge.loser)
+            state.owners.update(moved)
+            state.changed_identifiers.update(moved)
+            state.profiles[profile.id] = profile
+            state.changed_profiles.add(profile.id)
+            merges.extend(resolution.merges)
+            placed.append(_Placed(entry, profile.id, body))
+            if resolution.refused:
+                _log_refusals(event, resolution.refused)
+
+        batch = ProcessingBatch(consumer=self.consumer, offset=entries[-1].offset, merges=merges)
+        for item in placed:
+            event = item.entry.event
+            batch.events.append(
+                ProfileEvent(
+                    workspace_id=event.workspace_id,
+                    profile_id=states[event.workspace_id].live(item.profile_id),
+                    offset=item.entry.offset,
+                    message_id=event.message_id,
+                    type=event.type,
+                    name=event.event if event.event is not None else event.name,
+                    timestamp=event.timestamp,
+                    received_at=event.received_at,
+                    body=item.body,
+                )
+            )
+        for state in states.values():
+            ws = state.workspace_id
+            batch.identifiers.extend(
+                (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
+            )
+            batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
+        return batch, failures
+
+    async def _load_states(
+        self, scanned: Sequence[tuple[LogEntry, EventClaims]]
+    ) -> dict[str, _WorkspaceState]:
+        """Owners and profiles of everything the batch mentions, per workspace."""
+        lookups: dict[str, dict[Identifier, None]] = {}
+        addressed: dict[str, set[str]] = {}
+        for entry, claims in scanned:
+            ws = entry.event.workspace_id
+            wanted = lookups.setdefault(ws, {})
+            wanted.update(dict.fromkeys(claims.identifiers))
+            wanted.update(dict.fromkeys(alias_candidates(entry.event, self._rules)))
+            if claims.profile_id is not None:
+                addressed.setdefault(ws, set()).add(claims.profile_id)
+
+        states: dict[str, _WorkspaceState] = {}
+        for ws, wanted in lookups.items():
+            state = _WorkspaceState(ws)
+            states[ws] = state
+            state.owners = await self._storage.find_profile_ids(ws, list(wanted))
+            profile_ids = set(state.owners.values()) | addressed.get(ws, set())
+            if not profile_ids:
+                continue
+            state.profiles = await self._storage.load_profiles(ws, sorted(profile_ids))
+            missing = profile_ids - state.profiles.keys()
+            if missing:
+                await self._follow_merges(state, missing)
+        return states
+
+    async def _follow_merges(self, state: _WorkspaceState, missing: set[str]) -> None:
+        """Profiles named but not found: follow their merges, or forget them.
+
+        Rare: an admin event addressing a profile merged since, or an identifier
+        row left pointing at a merged-away profile. Such rows are rewritten.
+        """
+        ws = state.workspace_id
+        for profile_id in sorted(missing):
+            live = await self._storage.resolve_profile_id(ws, profile_id)
+            if live is not None and live != profile_id:
+                state.redirects[profile_id] = live
+        targets = {p for p in state.redirects.values() if p not in state.profiles}
+        if targets:
+            state.profiles.update(await self._storage.load_profiles(ws, sorted(targets)))
+        for ident, owner in list(state.owners.items()):
+            if owner not in missing:
+                continue
+            live = state.live(owner)
+            if live in state.profiles:
+                state.owners[ident] = live
+                state.changed_identifiers.add(ident)
+            else:
+                log.warning("identity.dangling_identifier", workspace_id=ws, identifier=str(ident))
+                del state.owners[ident]
+
+    def _failed(self, entry: LogEntry, exc: Exception) -> Rejection:
+        log.error(
+            "processing.event_failed",
+            offset=entry.offset,
+            message_id=entry.event.message_id,
+            workspace_id=entry.event.workspace_id,
+            exc_info=exc,
+        )
+        return _failure(entry, f"{type(exc).__name__}: {exc}")
+
+
+def _failure(entry: LogEntry, reason: str) -> Rejection:
+    event = entry.event
+    return Rejection(
+        workspace_id=event.workspace_id,
+        received_at=event.received_at,
+        code=FAILURE_CODE,
+        message=f"event at log offset {entry.offset} could not be processed: {reason}"[:2000],
+        message_id=event.message_id,
+        source=event.source,
+        payload=_payload(event),
+    )
+
+
+def _payload(event: Event) -> str:
+    try:
+        raw = dump_json(event)[:MAX_FAILURE_PAYLOAD].decode(errors="replace")
+    except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+        # The event may be what broke processing; keep a readable trace of it.
+        raw = repr(event)[:MAX_FAILURE_PAYLOAD]
+    return raw
+
+
+def _log_refusals(event: Event, refusals: Sequence[Refusal]) -> None:
+    for refusal in refusals:
+        # Junk ids are routine noise from broken SDK setups; conflicts and
+        # caps are worth seeing (shared devices, shared mailboxes).
+        emit = log.debug if refusal.reason in ("junk", "invalid") else log.info
+        emit(
+            "identity.refused",
+            workspace_id=event.workspace_id,
+            message_id=event.message_id,
+            identifier=str(refusal.identifier),
+            reason=refusal.reason,
+            owner=refusal.owner,
+        )

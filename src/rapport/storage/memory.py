@@ -1,0 +1,281 @@
+"""In-memory backend: a real ``Storage`` and ``EventLog`` that keep everything in dicts.
+
+For fast tests and ephemeral runs (``RAPPORT_DATABASE_URL=memory://``). It
+honours the same contract as the SQLite and PostgreSQL backends, including
+atomic ``commit_processing``: every method finishes without awaiting, so
+no other coroutine can observe a half-applied change. Mutable values are
+encoded on the way in and decoded (or copied) on the way out, so callers
+can never change stored state by mutating what they passed or received.
+Nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+
+from rapport.core.model import (
+    Event,
+    Identifier,
+    LogEntry,
+    MergeRecord,
+    Profile,
+    ProfileEvent,
+    Rejection,
+)
+from rapport.storage.base import (
+    ApiKey,
+    EventLog,
+    EventPage,
+    ProcessingBatch,
+    Storage,
+    Workspace,
+)
+
+# JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
+# contract says an event's or profile's datetimes come back as they went in.
+_ENCODER = msgspec.json.Encoder()
+_EVENT_DECODER = msgspec.json.Decoder(Event)
+_PROFILE_DECODER = msgspec.json.Decoder(Profile)
+
+
+def open_memory() -> tuple[MemoryStorage, MemoryEventLog]:
+    """A fresh, empty in-memory storage and event log."""
+    return MemoryStorage(), MemoryEventLog()
+
+
+class MemoryEventLog(EventLog):
+    """The event log as a list of encoded events; offset ``n`` is item ``n - 1``."""
+
+    def __init__(self) -> None:
+        self._entries: list[bytes] = []
+        self._first_seen: dict[tuple[str, str], datetime] = {}
+        """(workspace, message id) -> when it was first appended (its ``received_at``)."""
+
+    async def append(self, events: Sequence[Event]) -> list[bool]:
+        # Encode everything before changing anything, so a bad event leaves
+        # the log as it was.
+        fresh: dict[tuple[str, str], tuple[datetime, bytes]] = {}
+        results: list[bool] = []
+        for event in events:
+            key = (event.workspace_id, event.message_id)
+            if key in self._first_seen or key in fresh:
+                results.append(False)
+                continue
+            fresh[key] = (event.received_at, _ENCODER.encode(event))
+            results.append(True)
+        for key, (seen_at, body) in fresh.items():
+            self._first_seen[key] = seen_at
+            self._entries.append(body)
+        return results
+
+    async def read(self, after: int, limit: int) -> list[LogEntry]:
+        start = max(after, 0)
+        if limit <= 0:
+            return []
+        chunk = self._entries[start : start + limit]
+        return [
+            LogEntry(offset=start + i + 1, event=_EVENT_DECODER.decode(body))
+            for i, body in enumerate(chunk)
+        ]
+
+    async def end_offset(self) -> int:
+        return len(self._entries)
+
+    async def prune_dedup(self, older_than: datetime) -> int:
+        stale = [key for key, seen in self._first_seen.items() if seen < older_than]
+        for key in stale:
+            del self._first_seen[key]
+        return len(stale)
+
+
+class MemoryStorage(Storage):
+    """Workspaces, keys, rejections, identity graph, profiles and timelines in dicts."""
+
+    def __init__(self) -> None:
+        self._workspaces: dict[str, Workspace] = {}
+        self._workspace_by_name: dict[str, str] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._key_by_hash: dict[str, str] = {}
+        self._rejections: dict[str, list[Rejection]] = {}
+        """Per workspace, oldest first; ids are global and increasing."""
+        self._rejection_seq = 0
+        self._owners: dict[tuple[str, Identifier], str] = {}
+        self._owned: dict[tuple[str, str], set[Identifier]] = {}
+        """(workspace, profile) -> its identifiers: the reverse of ``_owners``."""
+        self._profiles: dict[tuple[str, str], bytes] = {}
+        self._merges: dict[tuple[str, str], MergeRecord] = {}
+        """(workspace, loser) -> the merge; doubles as the redirect of the loser's id."""
+        self._merges_by_winner: dict[tuple[str, str], list[str]] = {}
+        self._events: dict[tuple[str, int], ProfileEvent] = {}
+        self._timelines: dict[tuple[str, str], list[int]] = {}
+        """(workspace, profile) -> log offsets of its events, ascending."""
+        self._offsets: dict[str, int] = {}
+
+    # -- workspaces and keys -------------------------------------------------
+    async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
+        existing = self._workspace_by_name.get(name)
+        if existing is not None:
+            return self._workspaces[existing]
+        if new_id in self._workspaces:
+            raise ValueError(f"workspace id {new_id!r} is already used")
+        workspace = Workspace(id=new_id, name=name, created_at=now)
+        self._workspaces[new_id] = workspace
+        self._workspace_by_name[name] = new_id
+        return workspace
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        if key.id in self._keys:
+            raise ValueError(f"api key id {key.id!r} is already used")
+        if key.key_hash in self._key_by_hash:
+            raise ValueError("an api key with this hash already exists")
+        self._keys[key.id] = key
+        self._key_by_hash[key.key_hash] = key.id
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        key_id = self._key_by_hash.get(key_hash)
+        if key_id is None:
+            return None
+        key = self._keys[key_id]
+        return key if key.revoked_at is None else None
+
+    # -- rejections ----------------------------------------------------------
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        for rejection in rejections:
+            self._rejection_seq += 1
+            stored = msgspec.structs.replace(rejection, id=self._rejection_seq)
+            self._rejections.setdefault(rejection.workspace_id, []).append(stored)
+
+    async def list_rejections(
+        self, workspace_id: str, limit: int, before: int | None = None
+    ) -> list[Rejection]:
+        rows = self._rejections.get(workspace_id, [])
+        end = len(rows)
+        if before is not None:
+            end = bisect.bisect_left(rows, before, key=lambda r: r.id or 0)
+        start = max(0, end - max(limit, 0))
+        return [msgspec.structs.replace(r) for r in reversed(rows[start:end])]
+
+    # -- identity graph and profiles -----------------------------------------
+    async def find_profile_ids(
+        self, workspace_id: str, identifiers: Sequence[Identifier]
+    ) -> dict[Identifier, str]:
+        found: dict[Identifier, str] = {}
+        for identifier in identifiers:
+            owner = self._owners.get((workspace_id, identifier))
+            if owner is not None:
+                found[identifier] = owner
+        return found
+
+    async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
+        found: dict[str, Profile] = {}
+        for profile_id in ids:
+            body = self._profiles.get((workspace_id, profile_id))
+            if body is not None:
+                found[profile_id] = _PROFILE_DECODER.decode(body)
+        return found
+
+    async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
+        current = profile_id
+        visited: set[str] = set()
+        while (workspace_id, current) not in self._profiles:
+            merge = self._merges.get((workspace_id, current))
+            if merge is None or current in visited:
+                return None
+            visited.add(current)
+            current = merge.winner
+        return current
+
+    async def list_profile_events(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> EventPage:
+        offsets = self._timelines.get((workspace_id, profile_id), [])
+        end = len(offsets) if before is None else bisect.bisect_left(offsets, before)
+        start = max(0, end - max(limit, 0))
+        page = offsets[start:end]
+        events = [
+            msgspec.structs.replace(self._events[(workspace_id, offset)])
+            for offset in reversed(page)
+        ]
+        next_before = page[0] if page and start > 0 else None
+        return EventPage(events=events, next_before=next_before)
+
+    async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
+        losers = self._merges_by_winner.get((workspace_id, profile_id), [])
+        records = [self._merges[(workspace_id, loser)] for loser in losers]
+        # Stable sort: equal merged_at keep the order they were recorded in.
+        records.sort(key=lambda m: m.merged_at)
+        return [msgspec.structs.replace(m) for m in records]
+
+    # -- processing ----------------------------------------------------------
+    async def commit_processing(self, batch: ProcessingBatch) -> None:
+        # Copy and encode the whole batch first: if anything in it cannot be
+        # stored, nothing is applied.
+        events = [msgspec.structs.replace(e) for e in batch.events]
+        merges = [msgspec.structs.replace(m) for m in batch.merges]
+        profiles = [((p.workspace_id, p.id), _ENCODER.encode(p)) for p in batch.profiles]
+        identifiers = [((ws, ident), owner) for ws, ident, owner in batch.identifiers]
+        for merge in merges:
+            if merge.winner == merge.loser:
+                raise ValueError(f"profile {merge.loser} cannot merge into itself")
+
+        for event in events:
+            self._put_event(event)
+        for key, owner in identifiers:
+            self._set_owner(key, owner)
+        for merge in merges:
+            self._apply_merge(merge)
+        self._profiles.update(profiles)
+        self._offsets[batch.consumer] = batch.offset
+
+    async def consumer_offset(self, consumer: str) -> int:
+        return self._offsets.get(consumer, 0)
+
+    # -- helpers -------------------------------------------------------------
+    def _put_event(self, event: ProfileEvent) -> None:
+        # Events are facts: a replay never rewrites one (a merge may have
+        # moved it to another profile since), as in the SQL backends.
+        key = (event.workspace_id, event.offset)
+        if key in self._events:
+            return
+        self._events[key] = event
+        timeline = self._timelines.setdefault((event.workspace_id, event.profile_id), [])
+        if not timeline or timeline[-1] < event.offset:
+            timeline.append(event.offset)
+        else:
+            bisect.insort(timeline, event.offset)
+
+    def _set_owner(self, key: tuple[str, Identifier], owner: str) -> None:
+        ws, identifier = key
+        previous = self._owners.get(key)
+        if previous == owner:
+            return
+        if previous is not None:
+            self._owned[(ws, previous)].discard(identifier)
+        self._owners[key] = owner
+        self._owned.setdefault((ws, owner), set()).add(identifier)
+
+    def _apply_merge(self, merge: MergeRecord) -> None:
+        ws = merge.workspace_id
+        if (ws, merge.loser) not in self._merges:
+            self._merges[(ws, merge.loser)] = merge
+            self._merges_by_winner.setdefault((ws, merge.winner), []).append(merge.loser)
+
+        moved = self._timelines.pop((ws, merge.loser), [])
+        if moved:
+            for offset in moved:
+                event = self._events[(ws, offset)]
+                self._events[(ws, offset)] = msgspec.structs.replace(event, profile_id=merge.winner)
+            timeline = self._timelines.setdefault((ws, merge.winner), [])
+            timeline[:] = sorted({*timeline, *moved})
+        # A merged-away profile owns nothing any more: identifiers the batch
+        # did not already move follow it to its winner.
+        for identifier in sorted(self._owned.pop((ws, merge.loser), set())):
+            self._set_owner((ws, identifier), merge.winner)
+        self._profiles.pop((ws, merge.loser), None)

@@ -1,0 +1,471 @@
+"""The processor end to end on the in-memory backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rapport.core.clock import VirtualClock
+from rapport.core.identity import IdentityRules
+from rapport.core.ids import SequentialIds
+from rapport.core.model import Event, Identifier, Profile, Rejection
+from rapport.runtime import processor as processor_module
+from rapport.runtime.processor import Processor
+from rapport.storage.base import ProcessingBatch
+from rapport.storage.memory import MemoryEventLog, MemoryStorage, open_memory
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+WS = "ws"
+
+
+def make_event(n: int, type: str = "track", **fields: Any) -> Event:
+    fields.setdefault("workspace_id", WS)
+    if type == "track":
+        fields.setdefault("event", "Viewed")
+    return Event(
+        message_id=f"m{n}",
+        type=type,
+        timestamp=T0 + timedelta(minutes=n),
+        received_at=T0 + timedelta(minutes=n),
+        source="write_key:k1",
+        **fields,
+    )
+
+
+class CountingStorage(MemoryStorage):
+    """The memory backend, counting round trips and keeping committed batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+        self.batches: list[ProcessingBatch] = []
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def find_profile_ids(
+        self, workspace_id: str, identifiers: Sequence[Identifier]
+    ) -> dict[Identifier, str]:
+        self._count("find_profile_ids")
+        return await super().find_profile_ids(workspace_id, identifiers)
+
+    async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
+        self._count("load_profiles")
+        return await super().load_profiles(workspace_id, ids)
+
+    async def commit_processing(self, batch: ProcessingBatch) -> None:
+        self._count("commit_processing")
+        await super().commit_processing(batch)
+        self.batches.append(batch)
+
+
+class Harness:
+    def __init__(self, rules: IdentityRules | None = None, batch_size: int = 500) -> None:
+        self.storage = CountingStorage()
+        self.log = MemoryEventLog()
+        self.clock = VirtualClock(T0 + timedelta(days=1))
+        self.processor = Processor(
+            self.storage,
+            self.log,
+            self.clock,
+            SequentialIds(),
+            rules or IdentityRules(),
+            batch_size=batch_size,
+        )
+
+    async def feed(self, *events: Event) -> int:
+        await self.log.append(events)
+        return await self.processor.run_once()
+
+    async def owner(self, type: str, value: str, ws: str = WS) -> str:
+        found = await self.storage.find_profile_ids(ws, [Identifier(type, value)])
+        return found[Identifier(type, value)]
+
+    async def profile_of(self, type: str, value: str) -> Profile:
+        pid = await self.owner(type, value)
+        return (await self.storage.load_profiles(WS, [pid]))[pid]
+
+    async def timeline(self, profile_id: str) -> list[str]:
+        page = await self.storage.list_profile_events(WS, profile_id, limit=100)
+        return [e.message_id for e in page.events]
+
+
+async def test_anonymous_visitor_identifies_in_one_batch() -> None:
+    h = Harness()
+    processed = await h.feed(
+        make_event(1, anonymous_id="anon-1", context={"traits": {"referrer": "ad"}}),
+        make_event(2, "page", anonymous_id="anon-1", name="Pricing"),
+        make_event(3, "identify", user_id="u-1", anonymous_id="anon-1", traits={"email": "D@x.io"}),
+        make_event(4, user_id="u-1", event="Order Completed"),
+    )
+    calls = dict(h.storage.calls)
+    assert processed == 4
+    profile = await h.profile_of("user_id", "u-1")
+    assert profile.identifiers == [
+        Identifier("anonymous_id", "anon-1"),
+        Identifier("email", "d@x.io"),
+        Identifier("user_id", "u-1"),
+    ]
+    assert {k: v.value for k, v in profile.traits.items()} == {"referrer": "ad", "email": "D@x.io"}
+    assert profile.event_count == 4
+    assert (profile.first_seen, profile.last_seen) == (
+        T0 + timedelta(minutes=1),
+        T0 + timedelta(minutes=4),
+    )
+    assert await h.timeline(profile.id) == ["m4", "m3", "m2", "m1"]
+    page = await h.storage.list_profile_events(WS, profile.id, limit=1)
+    stored = page.events[0]
+    assert (stored.type, stored.name, stored.offset) == ("track", "Order Completed", 4)
+    assert msgspec.json.decode(stored.body, type=Event) == make_event(
+        4, user_id="u-1", event="Order Completed"
+    )
+    # Round trips are per batch, not per event.
+    assert calls == {"find_profile_ids": 1, "commit_processing": 1}
+    assert h.processor.processed_offset == 4
+    assert await h.storage.consumer_offset("profiles") == 4
+
+
+async def test_merge_across_batches_unions_timelines_and_redirects() -> None:
+    h = Harness()
+    await h.feed(
+        make_event(1, anonymous_id="phone-app"),
+        make_event(2, "identify", user_id="dana", traits={"email": "dana@x.io", "plan": "pro"}),
+        make_event(3, anonymous_id="laptop", context={"traits": {"plan": "free"}}),
+    )
+    phone = await h.owner("anonymous_id", "phone-app")
+    laptop = await h.owner("anonymous_id", "laptop")
+    dana = await h.owner("user_id", "dana")
+    assert len({phone, laptop, dana}) == 3
+
+    await h.feed(
+        make_event(4, "identify", anonymous_id="phone-app", traits={"email": "DANA@x.io"}),
+        make_event(5, "alias", user_id="dana", previous_id="laptop"),
+    )
+    for type, value in [
+        ("anonymous_id", "phone-app"),
+        ("anonymous_id", "laptop"),
+        ("email", "dana@x.io"),
+        ("user_id", "dana"),
+    ]:
+        assert await h.owner(type, value) == dana
+    assert await h.timeline(dana) == ["m5", "m4", "m3", "m2", "m1"]
+    for gone in (phone, laptop):
+        assert await h.storage.resolve_profile_id(WS, gone) == dana
+        assert await h.storage.load_profiles(WS, [gone]) == {}
+    merges = await h.storage.list_merges(WS, dana)
+    assert [(m.loser, m.message_id) for m in merges] == [(phone, "m4"), (laptop, "m5")]
+    profile = (await h.storage.load_profiles(WS, [dana]))[dana]
+    assert sorted(profile.merged_from) == sorted([phone, laptop])
+    assert profile.event_count == 5
+    # The newer observation wins whatever profile it came from.
+    assert profile.traits["plan"].value == "free"
+
+
+async def test_identifier_rows_reflect_owners_after_a_chain_of_merges_in_one_batch() -> None:
+    h = Harness()
+    await h.feed(
+        make_event(1, anonymous_id="a"),
+        make_event(2, anonymous_id="b"),
+        make_event(3, "identify", anonymous_id="a", traits={"email": "x@y.io"}),
+        make_event(4, "identify", anonymous_id="b", traits={"email": "x@y.io"}),
+        make_event(5, "identify", user_id="u", traits={"email": "x@y.io"}),
+    )
+    owner = await h.owner("user_id", "u")
+    for type, value in [("anonymous_id", "a"), ("anonymous_id", "b"), ("email", "x@y.io")]:
+        assert await h.owner(type, value) == owner
+    assert await h.timeline(owner) == ["m5", "m4", "m3", "m2", "m1"]
+    (batch,) = h.storage.batches
+    assert {pid for _, _, pid in batch.identifiers} == {owner}
+    assert [p.id for p in batch.profiles] == [owner]
+    assert {e.profile_id for e in batch.events} == {owner}
+
+
+async def test_two_user_ids_on_a_shared_device_stay_apart() -> None:
+    h = Harness()
+    await h.feed(
+        make_event(1, "identify", user_id="dana", anonymous_id="kiosk"),
+        make_event(2, "identify", user_id="sam", anonymous_id="kiosk"),
+        make_event(3, anonymous_id="kiosk"),
+    )
+    dana = await h.owner("user_id", "dana")
+    sam = await h.owner("user_id", "sam")
+    assert dana != sam
+    assert await h.owner("anonymous_id", "kiosk") == dana
+    assert await h.timeline(sam) == ["m2"]
+    assert await h.timeline(dana) == ["m3", "m1"]
+    assert await h.storage.list_merges(WS, dana) == []
+
+
+async def test_workspaces_never_share_profiles() -> None:
+    h = Harness()
+    await h.feed(
+        make_event(1, "identify", user_id="u", traits={"email": "d@x.io"}),
+        make_event(2, "identify", user_id="u", workspace_id="ws2", traits={"email": "d@x.io"}),
+    )
+    assert h.storage.calls["find_profile_ids"] == 2  # one per workspace in the batch
+    assert await h.owner("email", "d@x.io") != await h.owner("email", "d@x.io", ws="ws2")
+
+
+async def test_events_addressing_a_profile_follow_its_merges() -> None:
+    h = Harness()
+    await h.feed(make_event(1, anonymous_id="a"), make_event(2, user_id="u"))
+    anon = await h.owner("anonymous_id", "a")
+    await h.feed(make_event(3, "identify", user_id="u", anonymous_id="a"))
+    user = await h.owner("user_id", "u")
+    await h.feed(make_event(4, "identify", profile_id=anon, traits={"vip": True}))
+    profile = (await h.storage.load_profiles(WS, [user]))[user]
+    assert profile.traits["vip"].value is True
+    assert await h.timeline(user) == ["m4", "m3", "m2", "m1"]
+
+
+async def test_replaying_a_committed_batch_is_idempotent() -> None:
+    h = Harness()
+    await h.feed(make_event(1, anonymous_id="a"), make_event(2, user_id="u"))
+    await h.feed(
+        make_event(3, "identify", user_id="u", anonymous_id="a", traits={"plan": "pro"}),
+        make_event(4, user_id="u"),
+    )
+    user = await h.owner("user_id", "u")
+
+    async def state() -> tuple[Any, ...]:
+        return (
+            await h.storage.load_profiles(WS, [user]),
+            await h.storage.find_profile_ids(WS, [Identifier("anonymous_id", "a")]),
+            await h.storage.list_profile_events(WS, user, limit=100),
+            await h.storage.list_merges(WS, user),
+            await h.storage.consumer_offset("profiles"),
+        )
+
+    before = await state()
+    await h.storage.commit_processing(h.storage.batches[-1])
+    assert await state() == before
+    # A restarted processor resumes after the committed offset.
+    again = Processor(h.storage, h.log, h.clock, SequentialIds(), IdentityRules())
+    assert await again.run_once() == 0
+    assert await state() == before
+
+
+async def test_a_failing_event_is_recorded_and_the_rest_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_apply = processor_module.apply_event
+
+    def apply_or_fail(profile: Profile, event: Event, now: datetime) -> Profile:
+        if event.message_id == "m2":
+            raise ValueError("cannot digest this")
+        return real_apply(profile, event, now)
+
+    monkeypatch.setattr(processor_module, "apply_event", apply_or_fail)
+    h = Harness()
+    assert (
+        await h.feed(
+            make_event(1, "identify", user_id="u", traits={"a": 1}),
+            make_event(2, "identify", user_id="u", traits={"email": "new@x.io", "b": 2}),
+            make_event(3, "identify", user_id="u", traits={"c": 3}),
+        )
+        == 3
+    )
+    profile = await h.profile_of("user_id", "u")
+    assert set(profile.traits) == {"a", "c"}
+    # The failed event changed nothing: not even its identifier attached.
+    assert Identifier("email", "new@x.io") not in profile.identifiers
+    assert await h.timeline(profile.id) == ["m3", "m1"]
+    (failure,) = await h.storage.list_rejections(WS, limit=10)
+    assert (failure.code, failure.message_id, failure.source) == (
+        "processing_failed",
+        "m2",
+        "write_key:k1",
+    )
+    assert "offset 2" in failure.message and "cannot digest this" in failure.message
+    assert msgspec.json.decode(failure.payload, type=Event).message_id == "m2"
+    assert h.processor.processed_offset == 3
+    assert (h.processor.processed_total, h.processor.failed_total) == (3, 1)
+
+
+class FlakyStorage(CountingStorage):
+    """Commits fail while they contain ``poison_offset``, or all fail while ``down``."""
+
+    def __init__(self, poison_offset: int) -> None:
+        super().__init__()
+        self.poison_offset = poison_offset
+        self.down = False
+
+    async def commit_processing(self, batch: ProcessingBatch) -> None:
+        if self.down or any(e.offset == self.poison_offset for e in batch.events):
+            self._count("failed_commit")
+            raise OSError("disk says no")
+        await super().commit_processing(batch)
+
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        if self.down:
+            raise OSError("disk says no")
+        await super().record_rejections(rejections)
+
+
+async def test_run_isolates_and_skips_an_event_whose_commit_keeps_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processor_module, "POLL_INTERVAL", 0.001)
+    storage = FlakyStorage(poison_offset=3)
+    log = MemoryEventLog()
+    proc = Processor(storage, log, VirtualClock(T0), SequentialIds(), IdentityRules())
+    await log.append([make_event(n, user_id=f"u{n}") for n in range(1, 7)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(proc.run(stop))
+    try:
+        assert await proc.wait_processed(6, timeout=10)
+    finally:
+        stop.set()
+        await task
+    for n in (1, 2, 4, 5, 6):
+        owner = await storage.find_profile_ids(WS, [Identifier("user_id", f"u{n}")])
+        assert owner, f"event {n} was lost"
+    assert await storage.find_profile_ids(WS, [Identifier("user_id", "u3")]) == {}
+    (skipped,) = await storage.list_rejections(WS, limit=10)
+    assert skipped.message_id == "m3" and skipped.code == "processing_failed"
+    assert "OSError: disk says no" in skipped.message
+    assert proc.failed_total == 1
+
+
+async def test_run_waits_out_a_storage_outage_without_skipping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processor_module, "POLL_INTERVAL", 0.001)
+    monkeypatch.setattr(processor_module, "MAX_BACKOFF", 0.005)
+    storage = FlakyStorage(poison_offset=-1)
+    log = MemoryEventLog()
+    proc = Processor(storage, log, VirtualClock(T0), SequentialIds(), IdentityRules())
+    await log.append([make_event(1, user_id="u1")])
+    stop = asyncio.Event()
+    task = asyncio.create_task(proc.run(stop))
+    try:
+        storage.down = True
+        assert not await proc.wait_processed(1, timeout=0.3)
+        assert storage.calls["failed_commit"] > 3  # retried, isolated, tried to skip...
+        assert await storage.list_rejections(WS, limit=10) == []  # ...but skipped nothing
+        storage.down = False
+        assert await proc.wait_processed(1, timeout=5)
+    finally:
+        stop.set()
+        await task
+    assert await storage.find_profile_ids(WS, [Identifier("user_id", "u1")])
+    assert proc.failed_total == 0
+
+
+async def test_run_sleeps_when_idle_and_wakes_on_notify(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With a poll interval this long, only notify() can wake the loop in time.
+    monkeypatch.setattr(processor_module, "POLL_INTERVAL", 30.0)
+    storage, log = open_memory()
+    proc = Processor(storage, log, VirtualClock(T0), SequentialIds(), IdentityRules())
+    reads = 0
+    real_read = log.read
+
+    async def counting_read(after: int, limit: int) -> Any:
+        nonlocal reads
+        reads += 1
+        return await real_read(after, limit)
+
+    log.read = counting_read  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(proc.run(stop))
+    try:
+        await asyncio.sleep(0.1)
+        assert reads == 1, "an idle processor must sleep, not spin"
+        await log.append([make_event(1, user_id="u")])
+        proc.notify()
+        assert await proc.wait_processed(1, timeout=1)
+        assert not await proc.wait_processed(2, timeout=0.01)
+    finally:
+        stop.set()
+        proc.notify()
+        await asyncio.wait_for(task, timeout=1)
+    assert await storage.find_profile_ids(WS, [Identifier("user_id", "u")])
+
+
+async def test_batch_size_bounds_each_step() -> None:
+    h = Harness(batch_size=2)
+    await h.log.append([make_event(n, anonymous_id=f"a{n}") for n in range(1, 6)])
+    assert [await h.processor.run_once() for _ in range(4)] == [2, 2, 1, 0]
+    assert h.storage.calls["commit_processing"] == 3
+
+
+# -- invariants over random streams ---------------------------------------------
+
+USERS = ["u1", "u2", "u3"]
+ANONS = ["a1", "a2", "a3", "a4"]
+EMAILS = ["e1@x.io", "e2@x.io", "E1@X.io", "null"]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Event]:
+    events = []
+    for n in range(draw(st.integers(1, 25))):
+        kind = draw(st.sampled_from(["track", "identify", "alias"]))
+        fields: dict[str, Any] = {}
+        user = draw(st.sampled_from([None, *USERS]))
+        anon = draw(st.sampled_from([None, *ANONS]))
+        if user is None and anon is None:
+            anon = ANONS[0]
+        if user is not None:
+            fields["user_id"] = user
+        if anon is not None:
+            fields["anonymous_id"] = anon
+        email = draw(st.sampled_from([None, *EMAILS]))
+        if kind == "identify" and email is not None:
+            fields["traits"] = {"email": email}
+        elif email is not None:
+            fields["context"] = {"traits": {"email": email}}
+        if kind == "alias":
+            fields["previous_id"] = draw(st.sampled_from(USERS + ANONS))
+        events.append(make_event(n, kind, **fields))
+    return events
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=streams(), batch_size=st.integers(1, 8))
+async def test_any_stream_leaves_a_consistent_identity_graph(
+    events: list[Event], batch_size: int
+) -> None:
+    rules = IdentityRules.from_config(identifier_traits={"email": "email"}, caps={"email": 2})
+    h = Harness(rules, batch_size=batch_size)
+    await h.log.append(events)
+    while await h.processor.run_once():
+        pass
+
+    everything = [Identifier("user_id", u) for u in USERS]
+    everything += [Identifier("anonymous_id", a) for a in ANONS + USERS]  # alias previousId
+    everything += [Identifier("email", e.lower()) for e in EMAILS]
+    owners = await h.storage.find_profile_ids(WS, everything)
+    live = await h.storage.load_profiles(WS, sorted(set(owners.values())))
+    # Every known identifier is owned by exactly one live profile, which lists it.
+    assert set(live) == set(owners.values())
+    for identifier, owner in owners.items():
+        assert identifier in live[owner].identifiers
+        others = [p.id for p in live.values() if p.id != owner and identifier in p.identifiers]
+        assert others == []
+    for profile in live.values():
+        assert profile.identifiers == sorted(set(profile.identifiers))
+        assert sum(1 for i in profile.identifiers if i.type == "user_id") <= 1
+        assert sum(1 for i in profile.identifiers if i.type == "email") <= 2
+        assert all(owners.get(i) == profile.id for i in profile.identifiers)
+    assert Identifier("email", "null") not in owners
+    # Every event is on exactly one live timeline and counted exactly once,
+    # including profiles that own nothing (all their identifiers were junk).
+    ever = sorted({p.id for batch in h.storage.batches for p in batch.profiles})
+    all_live = await h.storage.load_profiles(WS, ever)
+    assert set(live) <= set(all_live)
+    assert sum(p.event_count for p in all_live.values()) == len(events)
+    offsets: list[int] = []
+    for pid in all_live:
+        page = await h.storage.list_profile_events(WS, pid, limit=1000)
+        offsets.extend(e.offset for e in page.events)
+    assert sorted(offsets) == list(range(1, len(events) + 1))
+    for pid in ever:
+        assert await h.storage.resolve_profile_id(WS, pid) in all_live
