@@ -18,6 +18,7 @@ from rapport.core.segment import (
     Normalised,
     RequestRejected,
     bounded_payload,
+    contains_nul_escape,
     decode_batch,
     decode_single,
     normalise,
@@ -608,3 +609,29 @@ def test_nesting_exceeds() -> None:
     assert nesting_exceeds({"a": [[]]}, 2)
     assert not nesting_exceeds(nested(500), 500)
     assert nesting_exceeds(nested(501), 500)
+
+
+def test_nul_character_in_any_string_is_refused() -> None:
+    result = one({"type": "track", "userId": "u1", "event": "X", "properties": {"n": "a\u0000b"}})
+    assert result.events == []
+    assert result.rejections[0].code == "invalid_character"
+
+
+def test_escaped_backslash_before_u0000_text_is_not_a_nul() -> None:
+    result = one({"type": "track", "userId": "u1", "event": "X", "properties": {"n": "\\u0000"}})
+    assert len(result.events) == 1
+    assert result.events[0].properties["n"] == "\\u0000"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'"\\u0000"', True),
+        (b'"\\\\u0000"', False),
+        (b'"\\\\\\u0000"', True),
+        (b'"u0000"', False),
+        (b'"\\\\u0000 \\u0000"', True),
+    ],
+)
+def test_contains_nul_escape(data: bytes, expected: bool) -> None:
+    assert contains_nul_escape(data) is expected

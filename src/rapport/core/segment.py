@@ -268,6 +268,19 @@ def normalise(
     return Normalised(events, rejections)
 
 
+def contains_nul_escape(data: bytes) -> bool:
+    """Whether JSON text has a ``\\u0000`` escape (not an escaped backslash + "u0000")."""
+    start = data.find(b"\\u0000")
+    while start != -1:
+        backslashes = 0
+        while start - backslashes - 1 >= 0 and data[start - backslashes - 1] == 0x5C:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return True
+        start = data.find(b"\\u0000", start + 1)
+    return False
+
+
 def _normalise_event(
     raw: msgspec.Raw,
     request: IngestRequest,
@@ -283,6 +296,10 @@ def _normalise_event(
             "event_too_large",
             f"event is {size} bytes; at most {limits.max_event_bytes} are accepted per event",
         )
+    if contains_nul_escape(bytes(raw)):
+        # PostgreSQL text and JSONB cannot hold U+0000; refusing it here keeps
+        # the event from failing later, in storage, on one backend only.
+        raise _Invalid("invalid_character", "strings must not contain the NUL character (\\u0000)")
     try:
         incoming = _EVENT_DECODER.decode(raw)
     except msgspec.ValidationError as exc:

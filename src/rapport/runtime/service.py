@@ -113,7 +113,12 @@ class Rapport:
         await self.storage.close()
 
     async def _watch_lag(self) -> None:
+        seen_processed = seen_failed = 0
         while not self._stop.is_set():
+            processed, failed = self.processor.processed_total, self.processor.failed_total
+            self.metrics.events_processed.inc(processed - seen_processed)
+            self.metrics.processing_failures.inc(failed - seen_failed)
+            seen_processed, seen_failed = processed, failed
             end = await self.event_log.end_offset()
             self.lag = max(0, end - self.processor.processed_offset)
             self.metrics.log_end_offset.set(end)
