@@ -635,3 +635,15 @@ def test_escaped_backslash_before_u0000_text_is_not_a_nul() -> None:
 )
 def test_contains_nul_escape(data: bytes, expected: bool) -> None:
     assert contains_nul_escape(data) is expected
+
+
+@pytest.mark.parametrize("junk", ["undefined", "null", " NULL ", "0", "anonymous"])
+def test_an_event_with_only_placeholder_ids_is_refused(junk: str) -> None:
+    code, field, message = rejection_of({"type": "track", "event": "X", "anonymousId": junk})
+    assert (code, field) == ("missing_identity", "batch.0.anonymousId")
+    assert "placeholder" in message
+
+
+def test_a_placeholder_user_id_beside_a_real_anonymous_id_is_accepted() -> None:
+    result = one({"type": "track", "event": "X", "userId": "undefined", "anonymousId": "a-1"})
+    assert len(result.events) == 1

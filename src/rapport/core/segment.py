@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from rapport.core.identity import JUNK_VALUES
 from rapport.core.ids import IdGenerator
 from rapport.core.model import EVENT_TYPES, Event, Rejection
 from rapport.core.segment_fields import (
@@ -268,6 +269,10 @@ def normalise(
     return Normalised(events, rejections)
 
 
+def _is_junk(value: str | None) -> bool:
+    return value is None or value.strip().casefold() in JUNK_VALUES
+
+
 def contains_nul_escape(data: bytes) -> bool:
     """Whether JSON text has a ``\\u0000`` escape (not an escaped backslash + "u0000")."""
     start = data.find(b"\\u0000")
@@ -335,6 +340,15 @@ def _normalise_event(
     anonymous_id = coerce_id(incoming.anonymousId)
     if user_id is None and anonymous_id is None:
         raise _Invalid("missing_identity", "userId or anonymousId is required", "userId")
+    if _is_junk(user_id) and _is_junk(anonymous_id):
+        # Values like "undefined" are sent by many different people; an event
+        # carrying only those cannot be attached to anyone.
+        shown = user_id if user_id is not None else anonymous_id
+        raise _Invalid(
+            "missing_identity",
+            f"{shown!r} is a placeholder, not an identifier; send a real userId or anonymousId",
+            "userId" if user_id is not None else "anonymousId",
+        )
     previous_id = coerce_id(incoming.previousId)
     group_id = coerce_id(incoming.groupId)
     if event_type == "track":
