@@ -1,0 +1,446 @@
+"""The embedded backend: ``Storage`` and ``EventLog`` on SQLite files in a data dir.
+
+Two database files, each with its own writer thread (see ``sqlite_db``):
+``events.db`` holds the event log and its dedup table (``sqlite_eventlog``),
+``rapport.db`` holds everything else (here), so ingest appends and processing
+commits never wait on one another's transactions. ``open_sqlite`` opens both.
+
+Datetimes in columns are INTEGER microseconds since the epoch and come back
+in UTC; documents (events, profiles) are msgspec JSON and keep the offsets
+their datetimes were written with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from rapport.core.model import (
+    Identifier,
+    MergeRecord,
+    Profile,
+    ProfileEvent,
+    Rejection,
+)
+from rapport.storage.base import (
+    ApiKey,
+    EventPage,
+    ProcessingBatch,
+    Storage,
+    Workspace,
+)
+from rapport.storage.migrations import dialect_directory, load_migrations
+from rapport.storage.sqlite_db import SqliteDatabase, from_micros, to_micros
+from rapport.storage.sqlite_eventlog import SqliteEventLog
+
+__all__ = ["SqliteEventLog", "SqliteStorage", "open_sqlite"]
+
+EVENTS_DB = "events.db"
+RAPPORT_DB = "rapport.db"
+# A merge chain longer than this can only be a cycle (a corrupt graph).
+MAX_MERGE_HOPS = 1000
+_NO_UPPER_BOUND = 2**63 - 1
+
+_encode = msgspec.json.Encoder().encode
+_decode_profile = msgspec.json.Decoder(Profile).decode
+
+
+async def open_sqlite(
+    data_dir: Path, *, synchronous: str = "FULL"
+) -> tuple[SqliteStorage, SqliteEventLog]:
+    """Open (creating if needed) the storage and event log in ``data_dir``."""
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    storage = SqliteStorage(data_dir / RAPPORT_DB, synchronous=synchronous)
+    event_log = SqliteEventLog(data_dir / EVENTS_DB, synchronous=synchronous)
+    await storage.open()
+    try:
+        await event_log.open()
+    except BaseException:
+        await storage.close()
+        raise
+    return storage, event_log
+
+
+def _optional_micros(value: datetime | None) -> int | None:
+    return None if value is None else to_micros(value)
+
+
+def _optional_datetime(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+# -- storage --------------------------------------------------------------------
+
+
+class SqliteStorage(Storage):
+    """Workspaces, keys, rejections, identity graph and profiles in ``rapport.db``."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        migrations = load_migrations(dialect_directory("sqlite"), prefix="rapport_")
+        self._db = SqliteDatabase(path, migrations, synchronous=synchronous)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- workspaces and keys -------------------------------------------------
+    async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
+        created_at = to_micros(now)
+
+        def ensure(conn: sqlite3.Connection) -> Workspace:
+            conn.execute(
+                "INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (new_id, name, created_at),
+            )
+            row = conn.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE name = ?", (name,)
+            ).fetchone()
+            return _workspace(row)
+
+        return await self._db.write(ensure)
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        def get(conn: sqlite3.Connection) -> Workspace | None:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE id = ?", (workspace_id,)
+            ).fetchone()
+            return None if row is None else _workspace(row)
+
+        return await self._db.read(get)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        row = (
+            key.id,
+            key.workspace_id,
+            key.kind,
+            key.key_hash,
+            key.name,
+            to_micros(key.created_at),
+            _optional_micros(key.revoked_at),
+        )
+
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys"
+                " (id, workspace_id, kind, key_hash, name, created_at, revoked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        await self._db.write(create)
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        def find(conn: sqlite3.Connection) -> ApiKey | None:
+            row = conn.execute(
+                "SELECT id, workspace_id, kind, key_hash, created_at, name, revoked_at"
+                " FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            key_id, workspace_id, kind, stored_hash, created_at, name, revoked_at = row
+            return ApiKey(
+                id=key_id,
+                workspace_id=workspace_id,
+                kind=kind,
+                key_hash=stored_hash,
+                created_at=from_micros(created_at),
+                name=name,
+                revoked_at=_optional_datetime(revoked_at),
+            )
+
+        return await self._db.read(find)
+
+    # -- rejections ----------------------------------------------------------
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        if not rejections:
+            return
+        rows = [
+            (
+                r.workspace_id,
+                to_micros(r.received_at),
+                r.code,
+                r.message,
+                r.field,
+                r.index,
+                r.message_id,
+                r.source,
+                r.payload,
+            )
+            for r in rejections
+        ]
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO rejections (workspace_id, received_at, code, message, field,"
+                " batch_index, message_id, source, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+        await self._db.write(record)
+
+    async def list_rejections(
+        self, workspace_id: str, limit: int, before: int | None = None
+    ) -> list[Rejection]:
+        if limit <= 0:
+            return []
+        upper = _NO_UPPER_BOUND if before is None else before
+
+        def list_page(conn: sqlite3.Connection) -> list[Rejection]:
+            rows = conn.execute(
+                "SELECT id, workspace_id, received_at, code, message, field, batch_index,"
+                " message_id, source, payload FROM rejections"
+                " WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (workspace_id, upper, limit),
+            ).fetchall()
+            return [_rejection(row) for row in rows]
+
+        return await self._db.read(list_page)
+
+    # -- identity graph and profiles -----------------------------------------
+    async def find_profile_ids(
+        self, workspace_id: str, identifiers: Sequence[Identifier]
+    ) -> dict[Identifier, str]:
+        if not identifiers:
+            return {}
+        wanted = list(identifiers)
+
+        def find(conn: sqlite3.Connection) -> dict[Identifier, str]:
+            found: dict[Identifier, str] = {}
+            for identifier in wanted:
+                row = conn.execute(
+                    "SELECT profile_id FROM identifiers"
+                    " WHERE workspace_id = ? AND type = ? AND value = ?",
+                    (workspace_id, identifier.type, identifier.value),
+                ).fetchone()
+                if row is not None:
+                    found[identifier] = row[0]
+            return found
+
+        return await self._db.read(find)
+
+    async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
+        if not ids:
+            return {}
+        wanted = _encode(list(ids))
+
+        def load(conn: sqlite3.Connection) -> dict[str, Profile]:
+            rows = conn.execute(
+                "SELECT id, doc FROM profiles"
+                " WHERE workspace_id = ? AND id IN (SELECT value FROM json_each(?))",
+                (workspace_id, wanted),
+            ).fetchall()
+            return {profile_id: _decode_profile(doc) for profile_id, doc in rows}
+
+        return await self._db.read(load)
+
+    async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
+        def resolve(conn: sqlite3.Connection) -> str | None:
+            current = profile_id
+            for _ in range(MAX_MERGE_HOPS):
+                if conn.execute(
+                    "SELECT 1 FROM profiles WHERE workspace_id = ? AND id = ?",
+                    (workspace_id, current),
+                ).fetchone():
+                    return current
+                row = conn.execute(
+                    "SELECT winner FROM profile_merges WHERE workspace_id = ? AND loser = ?",
+                    (workspace_id, current),
+                ).fetchone()
+                if row is None:
+                    return None
+                current = row[0]
+            raise RuntimeError(f"merge chain from {profile_id} does not end: the graph has a cycle")
+
+        return await self._db.read(resolve)
+
+    async def list_profile_events(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> EventPage:
+        if limit <= 0:
+            return EventPage([], None)
+        upper = _NO_UPPER_BOUND if before is None else before
+
+        def list_page(conn: sqlite3.Connection) -> EventPage:
+            # One row past the page tells whether an older page exists.
+            rows = conn.execute(
+                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
+                " timestamp, received_at, body FROM profile_events"
+                " WHERE workspace_id = ? AND profile_id = ? AND log_offset < ?"
+                " ORDER BY log_offset DESC LIMIT ?",
+                (workspace_id, profile_id, upper, limit + 1),
+            ).fetchall()
+            events = [_profile_event(row) for row in rows[:limit]]
+            next_before = events[-1].offset if len(rows) > limit else None
+            return EventPage(events, next_before)
+
+        return await self._db.read(list_page)
+
+    async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
+        def list_all(conn: sqlite3.Connection) -> list[MergeRecord]:
+            rows = conn.execute(
+                "SELECT workspace_id, winner, loser, merged_at, reason, message_id"
+                " FROM profile_merges WHERE workspace_id = ? AND winner = ?"
+                " ORDER BY merged_at, rowid",
+                (workspace_id, profile_id),
+            ).fetchall()
+            return [
+                MergeRecord(
+                    workspace_id=ws,
+                    winner=winner,
+                    loser=loser,
+                    merged_at=from_micros(merged_at),
+                    reason=reason,
+                    message_id=message_id,
+                )
+                for ws, winner, loser, merged_at, reason, message_id in rows
+            ]
+
+        return await self._db.read(list_all)
+
+    # -- processing ----------------------------------------------------------
+    async def commit_processing(self, batch: ProcessingBatch) -> None:
+        # Everything that can fail on bad input (encoding, naive datetimes)
+        # fails here, before the writer sees the batch.
+        prepared = _PreparedBatch(batch)
+        await self._db.write(prepared.apply)
+
+    async def consumer_offset(self, consumer: str) -> int:
+        def get(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT log_offset FROM consumer_offsets WHERE consumer = ?", (consumer,)
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._db.read(get)
+
+
+class _PreparedBatch:
+    """A ``ProcessingBatch`` turned into SQL parameters, applied in the documented order."""
+
+    def __init__(self, batch: ProcessingBatch) -> None:
+        self.events = [
+            (
+                e.workspace_id,
+                e.offset,
+                e.profile_id,
+                e.message_id,
+                e.type,
+                e.name,
+                to_micros(e.timestamp),
+                to_micros(e.received_at),
+                e.body,
+            )
+            for e in batch.events
+        ]
+        self.identifiers = [
+            (workspace_id, identifier.type, identifier.value, profile_id)
+            for workspace_id, identifier, profile_id in batch.identifiers
+        ]
+        self.merges = [
+            (m.workspace_id, m.loser, m.winner, to_micros(m.merged_at), m.reason, m.message_id)
+            for m in batch.merges
+        ]
+        self.profiles = [
+            (p.workspace_id, p.id, _encode(p), to_micros(p.created_at), to_micros(p.updated_at))
+            for p in batch.profiles
+        ]
+        self.consumer = batch.consumer
+        self.offset = batch.offset
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        # Events are facts: a replay never rewrites one (a merge may have
+        # moved it to another profile since).
+        conn.executemany(
+            "INSERT INTO profile_events (workspace_id, log_offset, profile_id, message_id, type,"
+            " name, timestamp, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (workspace_id, log_offset) DO NOTHING",
+            self.events,
+        )
+        conn.executemany(
+            "INSERT INTO identifiers (workspace_id, type, value, profile_id) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (workspace_id, type, value)"
+            " DO UPDATE SET profile_id = excluded.profile_id",
+            self.identifiers,
+        )
+        for workspace_id, loser, winner, merged_at, reason, message_id in self.merges:
+            conn.execute(
+                "INSERT INTO profile_merges (workspace_id, loser, winner, merged_at, reason,"
+                " message_id) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (workspace_id, loser) DO NOTHING",
+                (workspace_id, loser, winner, merged_at, reason, message_id),
+            )
+            conn.execute(
+                "UPDATE profile_events SET profile_id = ?"
+                " WHERE workspace_id = ? AND profile_id = ?",
+                (winner, workspace_id, loser),
+            )
+            # A merged-away profile owns nothing any more: identifiers the
+            # batch did not already move follow it to its winner.
+            conn.execute(
+                "UPDATE identifiers SET profile_id = ? WHERE workspace_id = ? AND profile_id = ?",
+                (winner, workspace_id, loser),
+            )
+            conn.execute(
+                "DELETE FROM profiles WHERE workspace_id = ? AND id = ?", (workspace_id, loser)
+            )
+        conn.executemany(
+            "INSERT INTO profiles (workspace_id, id, doc, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, id) DO UPDATE SET"
+            " doc = excluded.doc, created_at = excluded.created_at,"
+            " updated_at = excluded.updated_at",
+            self.profiles,
+        )
+        conn.execute(
+            "INSERT INTO consumer_offsets (consumer, log_offset) VALUES (?, ?)"
+            " ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset",
+            (self.consumer, self.offset),
+        )
+
+
+def _workspace(row: tuple[str, str, int]) -> Workspace:
+    workspace_id, name, created_at = row
+    return Workspace(id=workspace_id, name=name, created_at=from_micros(created_at))
+
+
+_RejectionRow = tuple[int, str, int, str, str, str | None, int | None, str | None, str | None, str]
+_ProfileEventRow = tuple[str, str, int, str, str, str | None, int, int, bytes]
+
+
+def _rejection(row: _RejectionRow) -> Rejection:
+    (rid, workspace_id, received_at, code, message, field, index, message_id, source, payload) = row
+    return Rejection(
+        id=rid,
+        workspace_id=workspace_id,
+        received_at=from_micros(received_at),
+        code=code,
+        message=message,
+        field=field,
+        index=index,
+        message_id=message_id,
+        source=source,
+        payload=payload,
+    )
+
+
+def _profile_event(row: _ProfileEventRow) -> ProfileEvent:
+    ws, profile_id, offset, message_id, event_type, name, timestamp, received_at, body = row
+    return ProfileEvent(
+        workspace_id=ws,
+        profile_id=profile_id,
+        offset=offset,
+        message_id=message_id,
+        type=event_type,
+        name=name,
+        timestamp=from_micros(timestamp),
+        received_at=from_micros(received_at),
+        body=body,
+    )
