@@ -38,7 +38,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.system.server import RapportServer, create_key  # noqa: E402
+from tests.system.server import RapportServer, create_key
 
 BATCH = 100
 
@@ -80,9 +80,7 @@ def baseline(bodies: list[bytes], synchronous: str) -> float:
         db = sqlite3.connect(Path(tmp) / "baseline.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")
-        db.execute(
-            "CREATE TABLE log (offset INTEGER PRIMARY KEY, message_id TEXT, body BLOB)"
-        )
+        db.execute("CREATE TABLE log (offset INTEGER PRIMARY KEY, message_id TEXT, body BLOB)")
         encode = msgspec.json.encode
         decode = msgspec.json.decode
         start = time.perf_counter()
@@ -172,7 +170,9 @@ def processing(bodies: list[bytes]) -> float:
             settings = load_settings({"data_dir": tmp}, environ={})
             runtime = await Rapport.open(settings)
             try:
-                ws = await runtime.storage.ensure_workspace("default", "ws_bench", runtime.clock.now())
+                ws = await runtime.storage.ensure_workspace(
+                    "default", "ws_bench", runtime.clock.now()
+                )
                 now = datetime.now(UTC)
                 to_event = msgspec.convert
                 for body in bodies:
@@ -217,7 +217,8 @@ def main() -> None:
     processed = processing(bodies)
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "events": args.events,
         "avg_event_bytes": round(avg_event),
         "baseline_decode_append_eps": round(base),
@@ -232,12 +233,16 @@ def main() -> None:
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(result, indent=2))
-    print(f"| measure | events/s | vs baseline |\n| --- | ---: | ---: |")
+    print("| measure | events/s | vs baseline |\n| --- | ---: | ---: |")
     print(f"| baseline: msgspec decode + SQLite append (100/txn) | {base:,.0f} | 1.00 |")
-    print(f"| Rapport `/v1/batch` accepted, durable ({args.clients} clients) | {ingest:,.0f} "
-          f"| {ingest / base:.2f} |")
-    print(f"| Rapport processed into profiles (1 processor) | {processed:,.0f} "
-          f"| {processed / base:.2f} |")
+    print(
+        f"| Rapport `/v1/batch` accepted, durable ({args.clients} clients) | {ingest:,.0f} "
+        f"| {ingest / base:.2f} |"
+    )
+    print(
+        f"| Rapport processed into profiles (1 processor) | {processed:,.0f} "
+        f"| {processed / base:.2f} |"
+    )
     print(json.dumps(result))
 
 
