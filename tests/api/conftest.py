@@ -50,3 +50,25 @@ async def api(tmp_path: Path) -> AsyncIterator[ApiHarness]:
     finally:
         await harness.client.aclose()
         await runtime.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def api_any(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ApiHarness]:
+    """The API over each durable backend: the same behaviour on SQLite and PostgreSQL."""
+    from tests import pg
+
+    if request.param == "sqlite":
+        runtime, harness = await open_harness(tmp_path)
+        cleanup = None
+    else:
+        dsn = pg.postgres_dsn()
+        schema = pg.unique_schema()
+        runtime, harness = await open_harness(tmp_path, database_url=dsn, database_schema=schema)
+        cleanup = (dsn, schema)
+    try:
+        yield harness
+    finally:
+        await harness.client.aclose()
+        await runtime.close()
+        if cleanup is not None:
+            await pg.drop_schema(*cleanup)
