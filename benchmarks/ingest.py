@@ -147,11 +147,12 @@ def post_all(url: str, write_key: str, bodies: list[bytes], clients: int) -> tup
     return accepted[0] / elapsed, statuses.get(429, 0)
 
 
-def rapport_ingest(bodies: list[bytes], clients: int) -> tuple[float, int]:
+def rapport_ingest(bodies: list[bytes], clients: int, processing: str) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         write_key = create_key(data_dir, "write")
-        server = RapportServer(data_dir, env={"RAPPORT_LOG_LEVEL": "warning"}).start()
+        env = {"RAPPORT_LOG_LEVEL": "warning", "RAPPORT_PROCESSING": processing}
+        server = RapportServer(data_dir, env=env).start()
         try:
             post_all(server.url, write_key, bodies[: max(1, len(bodies) // 20)], clients)  # warm
             return post_all(server.url, write_key, bodies, clients)

@@ -59,6 +59,31 @@ def serve(data_dir: str | None, config: str | None, host: str | None, port: int 
     )
 
 
+@main.command()
+@data_dir_option
+@config_option
+def worker(data_dir: str | None, config: str | None) -> None:
+    """Only process events into profiles (pair with `serve` under RAPPORT_PROCESSING=off)."""
+    import signal
+
+    from rapport.runtime.service import Rapport
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        runtime = await Rapport.open(settings)
+        await runtime.start(process=True)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        await runtime.close()
+
+    asyncio.run(run())
+
+
 @main.group()
 def keys() -> None:
     """Manage API keys."""

@@ -68,6 +68,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Most identifiers of a type one profile may hold, as `type=N` pairs.",
     ),
     Setting("processing_batch_size", int, 500, "Events processed per transaction."),
+    Setting(
+        "processing",
+        str,
+        "inline",
+        "`inline`: `rapport serve` also processes events into profiles; `off`: it only "
+        "ingests, and `rapport worker` processes (for splitting the two across processes).",
+    ),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
     Setting("log_format", str, "console", "Log format: `console` or `json`."),
 )
@@ -91,6 +98,7 @@ class Settings:
     identifier_traits: str
     identifier_caps: str
     processing_batch_size: int
+    processing: str
     log_level: str
     log_format: str
 
@@ -177,6 +185,8 @@ def load_settings(
     # Validate the structured ones early so a typo fails at start-up.
     settings.identifier_trait_map()
     settings.identifier_cap_map()
+    if settings.processing not in {"inline", "off"}:
+        raise SettingsError("processing: expected inline or off")
     if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise SettingsError("sqlite_synchronous: expected OFF, NORMAL, FULL or EXTRA")
     return settings

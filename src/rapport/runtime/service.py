@@ -91,15 +91,27 @@ class Rapport:
         return cls(settings, storage, event_log, clock=clock, ids=ids)
 
     # -- lifecycle -----------------------------------------------------------
-    async def start(self) -> None:
-        """Start processing and housekeeping in the background."""
+    async def start(self, *, process: bool | None = None) -> None:
+        """Start housekeeping, and processing unless ``process`` is False.
+
+        ``process`` defaults to the ``processing`` setting (``inline``).
+        """
+        if process is None:
+            process = self.settings.processing == "inline"
         self._stop.clear()
         await self.processor.load_offset()
         self._tasks = [
-            asyncio.create_task(self.processor.run(self._stop), name="rapport-processor"),
             asyncio.create_task(self._watch_lag(), name="rapport-lag"),
             asyncio.create_task(self._prune_dedup(), name="rapport-dedup-pruner"),
         ]
+        if process:
+            self._tasks.append(
+                asyncio.create_task(self.processor.run(self._stop), name="rapport-processor")
+            )
+
+    async def wait_stopped(self) -> None:
+        """Block until ``close()`` is called (for process entry points)."""
+        await self._stop.wait()
 
     async def close(self) -> None:
         self._stop.set()
@@ -124,6 +136,9 @@ class Rapport:
             self.metrics.log_end_offset.set(end)
             self.metrics.processing_lag.set(self.lag)
             self.metrics.processed_offset.set(self.processor.processed_offset)
+            if not any(t.get_name() == "rapport-processor" for t in self._tasks):
+                # Another process processes: follow its committed progress.
+                await self.processor.load_offset()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=0.2)
 
