@@ -119,7 +119,14 @@ def demo(data_dir: str, host: str, port: int) -> None:
     """Run embedded Rapport with sample shop data and print where to look."""
     from rapport.demo import run_demo
 
-    settings = _settings(None, data_dir=data_dir, host=host, port=port)
+    settings = _settings(
+        None,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        # The demo shop also identifies customers by their loyalty card.
+        identifier_traits="email=email,phone=phone,loyalty_id=loyalty_id",
+    )
     configure_logging("warning", settings.log_format)
     asyncio.run(run_demo(settings))
 

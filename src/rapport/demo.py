@@ -192,6 +192,7 @@ Look around:
   curl {auth} {base}/api/profiles/email:dana@example.com
   curl {auth} {base}/api/profiles/user_id:u-dana/events
   curl {auth} {base}/api/profiles/anonymous_id:anon-dana-app     # merged: same profile
+  curl {auth} {base}/api/profiles/loyalty_id:L-1001              # the loyalty card too
   curl -u {write_key}: {base}/v1/track \\
        -d '{{"userId": "u-dana", "event": "Order Delivered"}}'
   open {base}/docs        (OpenAPI: {base}/openapi.json)
