@@ -31,8 +31,9 @@ SETTINGS: tuple[Setting, ...] = (
         "database_url",
         str,
         "",
-        "Where state lives: empty or `sqlite:///DIR` for the embedded SQLite files in "
-        "`data_dir`, `postgresql://...` for PostgreSQL.",
+        "Where state lives: empty for the embedded SQLite files in `data_dir` (or "
+        "`sqlite:///DIR` for another directory), `postgresql://...` for PostgreSQL, "
+        "`memory://` for a throwaway in-memory store (tests only: nothing is durable).",
     ),
     Setting("database_schema", str, "public", "PostgreSQL schema for Rapport's tables."),
     Setting("host", str, "127.0.0.1", "Address the HTTP server listens on."),
