@@ -447,3 +447,107 @@ async def test_openapi_documents_the_canonical_routes(api: ApiHarness) -> None:
     assert batch_schema["schema"]["required"] == ["batch"]
     assert "/v1/projects/{write_key}/settings" in paths
     assert "/api/rejections" in paths
+
+
+# -- the fast path and the key cache -----------------------------------------------
+
+
+async def test_ingest_posts_skip_the_fastapi_stack_but_answer_the_same(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi import FastAPI
+
+    stack_calls: list[str] = []
+    full_stack = FastAPI.__call__
+
+    async def counting(self: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            stack_calls.append(f"{scope['method']} {scope['path']}")
+        await full_stack(self, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    ok = await api.client.post(
+        "/v1/b",
+        json={"batch": [track("m1")]},
+        headers={**basic(api.write_key), "Origin": "https://shop.example.org"},
+    )
+    assert ok.status_code == 200
+    assert ok.headers["content-type"] == "application/json"
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example.org"
+    assert ok.headers["access-control-allow-credentials"] == "true"
+    refused = await api.client.post("/v1/track", content=b"{", headers=basic(api.write_key))
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "invalid_json"
+    unknown = await api.client.post("/v1/t", json=track("m2"), headers=basic("wk_nobody"))
+    assert unknown.json() == {
+        "code": "invalid_key",
+        "message": "Unknown or revoked write key",
+        "field": "writeKey",
+    }
+    assert stack_calls == []
+    # Other methods and paths still go through FastAPI: 405 in the error shape.
+    wrong_method = await api.client.get("/v1/batch")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "method_not_allowed"
+    assert stack_calls == ["GET /v1/batch"]
+
+
+async def test_a_crash_in_ingest_is_a_plain_500(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(events: Any) -> list[bool]:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(api.rapport.event_log, "append", broken)
+    from rapport.api.app import create_app
+
+    transport = httpx.ASGITransport(app=create_app(api.rapport), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rapport.test") as client:
+        response = await client.post(
+            "/v1/batch", json={"batch": [track("m1")]}, headers=basic(api.write_key)
+        )
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+
+
+async def test_found_keys_are_cached_briefly_and_unknown_keys_never(
+    api: ApiHarness, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from rapport.runtime.keys import generate_key, hash_key
+    from rapport.runtime.service import KEY_CACHE_SECONDS, KeyCache
+    from rapport.storage.base import ApiKey
+
+    now = [100.0]
+    api.rapport.key_cache = KeyCache(KEY_CACHE_SECONDS, monotonic=lambda: now[0])
+    live = await api.rapport.authenticate(api.write_key)
+    assert live is not None
+
+    # Unknown, then created: works at once (a miss is never remembered).
+    later = generate_key("write")
+    assert await api.rapport.authenticate(later) is None
+    await api.rapport.storage.create_api_key(
+        ApiKey(
+            id="key_later",
+            workspace_id=live.workspace_id,
+            kind="write",
+            key_hash=hash_key(later),
+            created_at=datetime.now(UTC),
+        )
+    )
+    response = await api.client.post("/v1/t", json=track("m0"), headers=basic(later))
+    assert response.status_code == 200
+
+    # Revoked in storage: still trusted until the cached entry expires.
+    with sqlite3.connect(tmp_path / "data" / "rapport.db") as db:
+        db.execute("UPDATE api_keys SET revoked_at = 1 WHERE id = 'key_later'")
+    now[0] += KEY_CACHE_SECONDS - 0.5
+    assert (
+        await api.client.post("/v1/t", json=track("m1"), headers=basic(later))
+    ).status_code == 200
+    now[0] += 0.5
+    response = await api.client.post("/v1/t", json=track("m2"), headers=basic(later))
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_key"
+    assert [e.message_id for e in await logged(api.rapport)] == ["m0", "m1"]

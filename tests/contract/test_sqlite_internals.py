@@ -27,7 +27,7 @@ from rapport.storage.migrations import (
     split_sqlite_script,
 )
 from rapport.storage.sqlite import open_sqlite
-from rapport.storage.sqlite_db import DatabaseClosedError, SqliteDatabase
+from rapport.storage.sqlite_db import BulkInsert, DatabaseClosedError, SqliteDatabase
 from rapport.storage.sqlite_eventlog import SqliteEventLog
 
 ITEMS = [Migration(1, "items", "CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT);")]
@@ -50,6 +50,30 @@ async def open_items(tmp_path: Path, **options: object) -> SqliteDatabase:
     db = SqliteDatabase(tmp_path / "items.db", ITEMS, **options)  # type: ignore[arg-type]
     await db.open()
     return db
+
+
+@pytest.mark.parametrize("rows", [0, 1, 100, BulkInsert.MAX_ROWS, BulkInsert.MAX_ROWS + 1, 600])
+def test_bulk_insert_writes_every_row_in_order(rows: int) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT)")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    last = BulkInsert("items", ("note",)).run(conn, [(f"n{i}",) for i in range(rows)])
+    notes = [note for (note,) in conn.execute("SELECT note FROM items ORDER BY id")]
+    assert notes == [f"n{i}" for i in range(rows)]
+    assert last == (rows or None)
+    # One statement per MAX_ROWS rows: a whole batch is one call into SQLite.
+    assert len([s for s in statements if s.startswith("INSERT")]) == -(-rows // BulkInsert.MAX_ROWS)
+
+
+def test_bulk_insert_statements_hold_one_to_max_rows() -> None:
+    insert_items = BulkInsert("items", ("id", "note"), suffix="ON CONFLICT DO NOTHING")
+    assert insert_items.sql(2) == (
+        "INSERT INTO items (id, note) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"
+    )
+    for bad in (0, BulkInsert.MAX_ROWS + 1):
+        with pytest.raises(ValueError):
+            insert_items.sql(bad)
 
 
 async def test_a_failing_job_rolls_back_alone_within_a_group(tmp_path: Path) -> None:

@@ -647,3 +647,67 @@ def test_an_event_with_only_placeholder_ids_is_refused(junk: str) -> None:
 def test_a_placeholder_user_id_beside_a_real_anonymous_id_is_accepted() -> None:
     result = one({"type": "track", "event": "X", "userId": "undefined", "anonymousId": "a-1"})
     assert len(result.events) == 1
+
+
+def test_only_the_event_holding_a_nul_is_refused_when_the_body_has_one() -> None:
+    # The body is searched once; when it holds a NUL, each event is searched
+    # again so only the one carrying it is refused.
+    _, result = run_batch(
+        [TRACK, {**TRACK, "messageId": "m2", "properties": {"n": "a\u0000b"}}, TRACK]
+    )
+    assert [e.message_id for e in result.events] == ["m1", "m1"]
+    [rejection] = result.rejections
+    assert (rejection.code, rejection.index) == ("invalid_character", 1)
+
+
+def test_the_body_is_searched_for_nul_once() -> None:
+    clean = decode_batch(body({"batch": [TRACK]}), LIMITS)
+    assert not clean.may_contain_nul
+    assert decode_batch(
+        body({"batch": [TRACK], "context": {"x": "\u0000"}}), LIMITS
+    ).may_contain_nul
+    assert decode_single(body({**TRACK, "name": "\u0000"}), "track", LIMITS).may_contain_nul
+    assert not decode_single(body(TRACK), "track", LIMITS).may_contain_nul
+
+
+def test_every_optional_field_reaches_the_event() -> None:
+    [event] = one(
+        {
+            "type": "page",
+            "userId": 7,
+            "anonymousId": "a1",
+            "previousId": "p1",
+            "groupId": 9,
+            "name": "Home",
+            "category": "Docs",
+            "event": "ignored for pages but kept",
+            "traits": {"t": 1},
+            "properties": {"p": 2},
+            "context": {"c": 3},
+            "integrations": {"i": 4},
+            "timestamp": "2026-03-01T11:59:00Z",
+            "sentAt": "2026-03-01T11:59:30Z",
+        }
+    ).events
+    assert (event.user_id, event.anonymous_id, event.previous_id, event.group_id) == (
+        "7",
+        "a1",
+        "p1",
+        "9",
+    )
+    assert (event.name, event.category, event.event) == (
+        "Home",
+        "Docs",
+        "ignored for pages but kept",
+    )
+    assert (event.traits, event.properties, event.context, event.integrations) == (
+        {"t": 1},
+        {"p": 2},
+        {"c": 3},
+        {"i": 4},
+    )
+    assert event.original_timestamp == datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
+    assert event.sent_at == datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC)
+    assert event.timestamp == RECEIVED - timedelta(seconds=30)
+    assert event.source == "write_key:key_1"
+    assert event.received_at == RECEIVED

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
 from rapport.api import ingest, profiles
@@ -16,8 +20,69 @@ from rapport.api.errors import install_error_handlers
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
 
+# Browsers post events from any shop's pages; echoing the origin (rather than
+# "*") keeps requests made with credentials working too.
+CORS_OPTIONS: dict[str, Any] = {
+    "allow_origin_regex": ".*",
+    "allow_credentials": True,
+    "allow_methods": ["*"],
+    "allow_headers": ["*"],
+    "max_age": 86400,
+}
 
-def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = None) -> FastAPI:
+
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation (Python's default: 700)."""
+
+
+def tune_garbage_collector() -> None:
+    """Keep the cyclic garbage collector from dominating ingest (a serving process only).
+
+    Every request allocates thousands of short-lived containers (decoded
+    events and their dicts). At the default thresholds those trigger full
+    collections often, and each one walks the whole heap of the application
+    (modules, routes, schemas): measured as a third of the ingest thread's
+    time. Freezing what exists once started takes that heap out of every
+    collection, and a larger young generation collects less often. Nothing is
+    leaked: cycles are still collected, only in bigger steps.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+class RapportApp(FastAPI):
+    """FastAPI, with POSTs to the ingest paths taken ahead of its middleware stack.
+
+    Ingest is the hot path: FastAPI's per-request layers (exception and
+    telemetry middleware, async exit stacks, routing, the request handler)
+    cost about as much as validating a 100-event batch. Those POSTs go to
+    ``ingest.serve_ingest`` wrapped in the same CORS and server-error
+    middleware instead; the routes stay registered for the OpenAPI document
+    and for every other method. Middleware added to the app later does not
+    see these requests.
+    """
+
+    ingest_app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.ingest_app is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in ingest.INGEST_PATHS
+            # Mounted under a root path, routing is left to FastAPI.
+            and not scope.get("root_path")
+            and not self.root_path
+        ):
+            scope["app"] = self
+            await self.ingest_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = None) -> RapportApp:
     """An app around an already-open ``Rapport``, or one it opens from ``settings``.
 
     With ``settings`` the app owns the runtime: it opens and starts it on
@@ -31,6 +96,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
         if settings is not None:
             runtime = await Rapport.open(settings)
             await runtime.start()
+            tune_garbage_collector()
             app.state.rapport = runtime
             try:
                 yield
@@ -39,7 +105,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
         else:
             yield
 
-    app = FastAPI(
+    app = RapportApp(
         title="Rapport",
         version=rapport.__version__,
         description=(
@@ -51,16 +117,8 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     if rapport_ is not None:
         app.state.rapport = rapport_
     install_error_handlers(app)
-    # Browsers post events from any shop's pages; echoing the origin (rather
-    # than "*") keeps requests made with credentials working too.
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origin_regex=".*",
-        allow_credentials=True,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        max_age=86400,
-    )
+    app.add_middleware(CORSMiddleware, **CORS_OPTIONS)
+    app.ingest_app = ServerErrorMiddleware(CORSMiddleware(ingest.serve_ingest, **CORS_OPTIONS))
     app.include_router(ingest.router)
     app.include_router(profiles.router)
 

@@ -21,9 +21,10 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from rapport.api.auth import basic_auth_user, get_rapport, require_secret_key
-from rapport.api.errors import ApiError
+from rapport.api.errors import ApiError, error_response
 from rapport.api.ingest_docs import (
     BATCH_BODY,
     DESCRIPTIONS,
@@ -305,6 +306,21 @@ async def _record_refused_request(
     )
 
 
+async def serve_ingest(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI endpoint for a POST to any of ``INGEST_PATHS``.
+
+    Answers exactly as the routes below do (``ApiError`` becomes the JSON error
+    shape) without FastAPI's routing, dependency and exception layers, which
+    cost as much per request as validating a whole batch.
+    """
+    request = Request(scope, receive)
+    try:
+        response = await ingest(request, INGEST_PATHS[scope["path"]])
+    except ApiError as error:
+        response = error_response(error)
+    await response(scope, receive, send)
+
+
 def _batch_route() -> Any:
     async def ingest_batch(request: Request) -> Response:
         return await ingest(request, None)
@@ -320,7 +336,17 @@ def _single_route(event_type: str) -> Any:
     return ingest_single
 
 
-for _index, _path in enumerate(("/v1/batch", "/v1/b", "/batch", "/b")):
+BATCH_PATHS = ("/v1/batch", "/v1/b", "/batch", "/b")
+
+INGEST_PATHS: dict[str, str | None] = dict.fromkeys(BATCH_PATHS)
+"""Every ingest path and the event type it takes (``None``: a batch).
+
+The app sends POSTs to these paths straight to ``ingest`` (see
+``rapport.api.app``); the routes below describe them in the OpenAPI document
+and answer everything else (other methods, a root path).
+"""
+
+for _index, _path in enumerate(BATCH_PATHS):
     router.add_api_route(
         _path,
         _batch_route(),
@@ -335,6 +361,7 @@ for _index, _path in enumerate(("/v1/batch", "/v1/b", "/batch", "/b")):
 
 for _type, _body in SINGLE_BODIES.items():
     for _path, _short in ((f"/v1/{_type}", False), (f"/v1/{_type[0]}", True)):
+        INGEST_PATHS[_path] = _type
         router.add_api_route(
             _path,
             _single_route(_type),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +30,50 @@ from rapport.storage.base import ApiKey, EventLog, Storage
 log = structlog.get_logger("rapport")
 
 DEFAULT_WORKSPACE = "default"
+
+KEY_CACHE_SECONDS = 5.0
+"""How long a found key is trusted without asking storage again.
+
+Every ingest request (and admin API call) authenticates; without the cache
+each one costs a database read. The price: a key revoked in storage keeps
+working for up to this long in a running server, for ingest and the admin API
+alike. Unknown keys are never cached, so a key that
+is created works at once.
+"""
+
+
+class KeyCache:
+    """Keys found by hash, each trusted for ``ttl_seconds`` after it was looked up."""
+
+    MAX_ENTRIES = 10_000
+    """Bound on memory; only real keys get in, so this is rarely reached."""
+
+    def __init__(
+        self, ttl_seconds: float, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._monotonic = monotonic
+        self._found: dict[str, tuple[float, ApiKey]] = {}
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        entry = self._found.get(key_hash)
+        if entry is None:
+            return None
+        expires, key = entry
+        if self._monotonic() >= expires:
+            del self._found[key_hash]
+            return None
+        return key
+
+    def put(self, key_hash: str, key: ApiKey) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        if len(self._found) >= self.MAX_ENTRIES:
+            self._found.clear()
+        self._found[key_hash] = (self._monotonic() + self.ttl_seconds, key)
+
+    def clear(self) -> None:
+        self._found.clear()
 
 
 async def open_backends(settings: Settings) -> tuple[Storage, EventLog]:
@@ -70,6 +116,7 @@ class Rapport:
         self.clock: Clock = clock or SystemClock()
         self.ids: IdGenerator = ids or RandomIds()
         self.metrics = Metrics()
+        self.key_cache = KeyCache(KEY_CACHE_SECONDS)
         self.rules = identity_rules(settings)
         self.processor = Processor(
             storage,
@@ -169,6 +216,13 @@ class Rapport:
         return key
 
     async def authenticate(self, key: str) -> ApiKey | None:
+        """The live key ``key`` is, or ``None``; see ``KEY_CACHE_SECONDS`` on revocation."""
         if not key:
             return None
-        return await self.storage.find_api_key(hash_key(key))
+        key_hash = hash_key(key)
+        found = self.key_cache.get(key_hash)
+        if found is None:
+            found = await self.storage.find_api_key(key_hash)
+            if found is not None:
+                self.key_cache.put(key_hash, found)
+        return found

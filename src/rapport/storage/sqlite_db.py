@@ -231,7 +231,13 @@ class SqliteDatabase:
 
     # -- writer --------------------------------------------------------------
     def _connect_writer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=True,
+            # Room for the bulk-insert statements of many batch sizes.
+            cached_statements=512,
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             (journal_mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -376,37 +382,42 @@ _NO_LISTENER = _NoListener()
 
 
 class BulkInsert:
-    """A multi-row ``INSERT`` for many rows at once, in a few fixed statement shapes.
+    """A multi-row ``INSERT`` for many rows at once, one statement per ``MAX_ROWS``.
 
     One statement with many ``VALUES`` rows costs about half as much per row
-    as ``executemany`` (no per-row reset and step from Python). Rows go in
-    chunks of fixed sizes so only a handful of distinct statements exist and
-    they stay in the connection's prepared-statement cache.
+    as ``executemany`` (no per-row reset and step from Python). Each statement
+    holds up to ``MAX_ROWS`` rows, the remainder goes in one statement of its
+    exact size: a batch of 100 is one call into SQLite (one release and
+    re-acquisition of the GIL) instead of several. The statement text for each
+    size is built once; the connection's statement cache keeps the prepared
+    statements of the sizes that recur.
     """
 
-    CHUNK_SIZES = (256, 64, 16, 4, 1)
+    MAX_ROWS = 256
 
     def __init__(self, table: str, columns: Sequence[str], suffix: str = "") -> None:
-        placeholders = "(" + ", ".join("?" * len(columns)) + ")"
-        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-        self._sql = {
-            size: head + ", ".join([placeholders] * size) + (f" {suffix}" if suffix else "")
-            for size in self.CHUNK_SIZES
-        }
+        self._placeholders = "(" + ", ".join("?" * len(columns)) + ")"
+        self._head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        self._suffix = f" {suffix}" if suffix else ""
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        """The statement inserting ``rows`` rows (1 to ``MAX_ROWS``)."""
+        sql = self._sql.get(rows)
+        if sql is None:
+            if not 1 <= rows <= self.MAX_ROWS:
+                raise ValueError(f"a statement holds 1 to {self.MAX_ROWS} rows, not {rows}")
+            sql = self._head + ", ".join([self._placeholders] * rows) + self._suffix
+            self._sql[rows] = sql
+        return sql
 
     def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> int | None:
         """Insert ``rows``; returns the rowid of the last one inserted, if any."""
         last_rowid: int | None = None
-        start = 0
-        remaining = len(rows)
-        for size in self.CHUNK_SIZES:
-            sql = self._sql[size]
-            while remaining >= size:
-                chunk = rows[start : start + size]
-                cursor = conn.execute(sql, [value for row in chunk for value in row])
-                last_rowid = cursor.lastrowid
-                start += size
-                remaining -= size
+        for start in range(0, len(rows), self.MAX_ROWS):
+            chunk = rows[start : start + self.MAX_ROWS]
+            cursor = conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+            last_rowid = cursor.lastrowid
         return last_rowid
 
 
