@@ -74,8 +74,9 @@ def make_bodies(n_events: int, users: int) -> list[bytes]:
     ]
 
 
-def baseline(bodies: list[bytes], synchronous: str) -> float:
-    """Events/s: decode each body and append its events in one transaction."""
+def baseline(bodies: list[bytes], synchronous: str) -> tuple[float, float]:
+    """(events/s, CPU microseconds per event): decode each body, append its events
+    in one transaction."""
     with tempfile.TemporaryDirectory() as tmp:
         db = sqlite3.connect(Path(tmp) / "baseline.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -84,6 +85,7 @@ def baseline(bodies: list[bytes], synchronous: str) -> float:
         encode = msgspec.json.encode
         decode = msgspec.json.decode
         start = time.perf_counter()
+        cpu_start = time.process_time()
         n = 0
         for body in bodies:
             batch = decode(body)["batch"]
@@ -95,8 +97,9 @@ def baseline(bodies: list[bytes], synchronous: str) -> float:
             db.execute("COMMIT")
             n += len(batch)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         db.close()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
 def post_all(url: str, write_key: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
@@ -147,15 +150,26 @@ def post_all(url: str, write_key: str, bodies: list[bytes], clients: int) -> tup
     return accepted[0] / elapsed, statuses.get(429, 0)
 
 
-def rapport_ingest(bodies: list[bytes], clients: int, processing: str) -> tuple[float, int]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rapport_ingest(bodies: list[bytes], clients: int, processing: str) -> tuple[float, int, float]:
+    """(events/s accepted, 429 count, server CPU microseconds per accepted event)."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         write_key = create_key(data_dir, "write")
         env = {"RAPPORT_LOG_LEVEL": "warning", "RAPPORT_PROCESSING": processing}
         server = RapportServer(data_dir, env=env).start()
+        assert server.proc is not None
         try:
             post_all(server.url, write_key, bodies[: max(1, len(bodies) // 20)], clients)  # warm
-            return post_all(server.url, write_key, bodies, clients)
+            cpu_before = cpu_seconds(server.proc.pid)
+            eps, throttled = post_all(server.url, write_key, bodies, clients)
+            cpu = cpu_seconds(server.proc.pid) - cpu_before
+            return eps, throttled, cpu / (len(bodies) * BATCH) * 1e6
         finally:
             server.stop()
 
@@ -213,9 +227,11 @@ def main() -> None:
     args = parser.parse_args()
     bodies = make_bodies(args.events, args.users)
     avg_event = sum(len(b) for b in bodies) / args.events
-    base = baseline(bodies, args.synchronous)
-    ingest, throttled = rapport_ingest(bodies, args.clients)
+    base, base_cpu = baseline(bodies, args.synchronous)
+    ingest_only, throttled_only, only_cpu = rapport_ingest(bodies, args.clients, "off")
+    ingest, throttled, inline_cpu = rapport_ingest(bodies, args.clients, "inline")
     processed = processing(bodies)
+    base_end, _ = baseline(bodies, args.synchronous)
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -223,9 +239,16 @@ def main() -> None:
         "events": args.events,
         "avg_event_bytes": round(avg_event),
         "baseline_decode_append_eps": round(base),
-        "ingest_eps": round(ingest),
-        "ingest_ratio": round(ingest / base, 3),
-        "ingest_429s": throttled,
+        "baseline_again_at_end_eps": round(base_end),
+        "baseline_cpu_us_per_event": round(base_cpu, 2),
+        "ingest_only_cpu_us_per_event": round(only_cpu, 2),
+        "ingest_inline_cpu_us_per_event": round(inline_cpu, 2),
+        "ingest_only_eps": round(ingest_only),
+        "ingest_only_ratio": round(ingest_only / base, 3),
+        "ingest_only_429s": throttled_only,
+        "ingest_inline_eps": round(ingest),
+        "ingest_inline_ratio": round(ingest / base, 3),
+        "ingest_inline_429s": throttled,
         "processing_eps": round(processed),
         "processing_ratio": round(processed / base, 3),
         "clients": args.clients,
@@ -234,16 +257,25 @@ def main() -> None:
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(result, indent=2))
-    print("| measure | events/s | vs baseline |\n| --- | ---: | ---: |")
-    print(f"| baseline: msgspec decode + SQLite append (100/txn) | {base:,.0f} | 1.00 |")
+    print("| measure | events/s | vs baseline | CPU µs/event |\n| --- | ---: | ---: | ---: |")
     print(
-        f"| Rapport `/v1/batch` accepted, durable ({args.clients} clients) | {ingest:,.0f} "
-        f"| {ingest / base:.2f} |"
+        f"| baseline: msgspec decode + SQLite append (100/txn) | {base:,.0f} | 1.00 "
+        f"| {base_cpu:.1f} |"
+    )
+    print(
+        f"| Rapport `/v1/batch` accepted, durable, processing in another process "
+        f"({args.clients} clients) | {ingest_only:,.0f} | {ingest_only / base:.2f} "
+        f"| {only_cpu:.1f} |"
+    )
+    print(
+        f"| Rapport `/v1/batch` accepted, durable, processing inline "
+        f"({args.clients} clients) | {ingest:,.0f} | {ingest / base:.2f} | {inline_cpu:.1f} |"
     )
     print(
         f"| Rapport processed into profiles (1 processor) | {processed:,.0f} "
-        f"| {processed / base:.2f} |"
+        f"| {processed / base:.2f} | |"
     )
+    print(f"| baseline again, at the end of the run | {base_end:,.0f} | {base_end / base:.2f} | |")
     print(json.dumps(result))
 
 
