@@ -415,6 +415,22 @@ async def test_merge_unions_timelines_and_redirects_the_loser(backend: Backend) 
     assert await storage.list_merges(WS, "loser") == []
 
 
+async def test_a_merge_moves_every_identifier_of_the_loser(backend: Backend) -> None:
+    """Even identifiers the batch does not list follow the loser to the winner."""
+    storage, _ = backend
+    await storage.commit_processing(
+        batch(
+            2,
+            profiles=[profile("winner"), profile("loser")],
+            identifiers=[(WS, EMAIL, "winner"), (WS, ANON, "loser")],
+        )
+    )
+    await storage.commit_processing(
+        batch(3, merges=[merge("winner", "loser")], profiles=[profile("winner")])
+    )
+    assert await storage.find_profile_ids(WS, [EMAIL, ANON]) == {EMAIL: "winner", ANON: "winner"}
+
+
 async def test_merge_chains_resolve_to_the_final_winner(backend: Backend) -> None:
     storage, _ = backend
     await storage.commit_processing(

@@ -6,9 +6,18 @@ what gives per-profile order), and commits everything — profiles, identifier
 owners, merges, timeline rows and the new consumer offset — in one
 ``commit_processing`` call, so a crash replays the step instead of half of it.
 
-Round trips are per batch, not per event: one ``find_profile_ids`` and one
-``load_profiles`` per workspace in the batch, then a working set in memory
-that lets several events of one customer in the same batch see each other.
+Round trips are per batch, not per event: at most one ``find_profile_ids``
+and one ``load_profiles`` per workspace in the batch, then a working set in
+memory that lets several events of one customer in the same batch see each
+other (``working_set``). Optionally, owners and profiles the processor
+committed itself come from a bounded in-memory cache (``profile_cache``: why
+and when that is valid, and why it is off by default).
+
+Pipelined: while one step commits (storage work, mostly off the event loop's
+thread), ``run_once`` already reads and builds the next one on top of the
+committing step's working set. The next ``run_once`` only commits it. If the
+commit fails, the step built on top of it is dropped and built again from
+what storage holds.
 
 Failures:
 
@@ -29,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 import structlog
@@ -50,12 +59,13 @@ from rapport.core.model import (
     Identifier,
     LogEntry,
     MergeRecord,
-    Profile,
     ProfileEvent,
     Rejection,
     dump_json,
 )
 from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
+from rapport.runtime.profile_cache import ProfileCache
+from rapport.runtime.working_set import WorkspaceState, load_states
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 
 log = structlog.get_logger("rapport.processor")
@@ -73,30 +83,22 @@ FAILURE_CODE = "processing_failed"
 
 
 @dataclass
-class _WorkspaceState:
-    """What one batch knows and changed in one workspace."""
-
-    workspace_id: str
-    owners: dict[Identifier, str] = field(default_factory=dict)
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    redirects: dict[str, str] = field(default_factory=dict)
-    """Merged-away profile id -> the profile it went into."""
-    changed_profiles: set[str] = field(default_factory=set)
-    changed_identifiers: set[Identifier] = field(default_factory=set)
-
-    def live(self, profile_id: str) -> str:
-        seen: set[str] = set()
-        while profile_id in self.redirects and profile_id not in seen:
-            seen.add(profile_id)
-            profile_id = self.redirects[profile_id]
-        return profile_id
-
-
-@dataclass
 class _Placed:
     entry: LogEntry
     profile_id: str
     body: bytes
+
+
+@dataclass
+class _Step:
+    """One batch of log entries, processed and ready to commit."""
+
+    after: int
+    """The offset the step starts after."""
+    consumed: int
+    batch: ProcessingBatch
+    failures: list[Rejection]
+    states: dict[str, WorkspaceState]
 
 
 class Processor:
@@ -109,7 +111,9 @@ class Processor:
         rules: IdentityRules,
         consumer: str = "profiles",
         batch_size: int = 500,
+        cache_profiles: int = 0,
     ) -> None:
+        """``cache_profiles`` bounds the cache of committed profiles (0: no cache)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._storage = storage
@@ -120,6 +124,9 @@ class Processor:
         self.consumer = consumer
         self.batch_size = batch_size
         self._offset: int | None = None
+        self._cache = ProfileCache(cache_profiles)
+        self._upcoming: _Step | None = None
+        """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self.processed_total = 0
@@ -136,7 +143,13 @@ class Processor:
         return self._offset or 0
 
     async def load_offset(self) -> int:
-        """Read the committed offset of this consumer from storage."""
+        """Read the committed offset of this consumer from storage.
+
+        Someone else may have processed since: what this processor cached is
+        forgotten with its offset.
+        """
+        self._cache.clear()
+        self._upcoming = None
         self._offset = await self._storage.consumer_offset(self.consumer)
         await self._announce()
         return self._offset
@@ -203,22 +216,54 @@ class Processor:
         """Process the next batch (at most ``limit`` or ``batch_size`` events).
 
         Returns how many log entries were consumed (failed ones included).
+        Without ``limit``, the batch after it is prepared while it commits.
         """
         if self._offset is None:
             await self.load_offset()
-        after = self.processed_offset
-        entries = await self._log.read(after, limit or self.batch_size)
-        if not entries:
-            return 0
-        batch, failures = await self._build_batch(entries)
-        if failures:
-            await self._storage.record_rejections(failures)
-        await self._storage.commit_processing(batch)
-        self._offset = batch.offset
-        self.processed_total += len(entries)
-        self.failed_total += len(failures)
+        step, self._upcoming = self._upcoming, None
+        if step is None or step.after != self.processed_offset or limit is not None:
+            after = self.processed_offset
+            entries = await self._log.read(after, limit or self.batch_size)
+            if not entries:
+                return 0
+            step = await self._build_step(after, entries, {})
+        committing = asyncio.ensure_future(self._commit(step))
+        upcoming: _Step | None = None
+        try:
+            if limit is None:
+                upcoming = await self._prepare_after(step)
+        finally:
+            try:
+                await committing
+            except BaseException:
+                # Only storage is trusted after a failed commit: it may or may
+                # not hold the step, and the upcoming step was built on it.
+                self._cache.clear()
+                raise
+        for state in step.states.values():
+            state.remember(self._cache)
+        self._upcoming = upcoming
+        self._offset = step.batch.offset
+        self.processed_total += step.consumed
+        self.failed_total += len(step.failures)
         await self._announce()
-        return len(entries)
+        return step.consumed
+
+    async def _commit(self, step: _Step) -> None:
+        if step.failures:
+            await self._storage.record_rejections(step.failures)
+        await self._storage.commit_processing(step.batch)
+
+    async def _prepare_after(self, step: _Step) -> _Step | None:
+        """The step after ``step``, built on its working set; None if there is nothing yet."""
+        try:
+            entries = await self._log.read(step.batch.offset, self.batch_size)
+            if not entries:
+                return None
+            return await self._build_step(step.batch.offset, entries, step.states)
+        except Exception as exc:  # the next run_once reads and builds again, and reports
+            log.warning("processing.prepare_failed", after_offset=step.batch.offset, exc_info=exc)
+            return None
 
     async def _skip_next(self, after: int, error: Exception) -> bool:
         """Record the event after ``after`` as failed and move past it.
@@ -255,9 +300,13 @@ class Processor:
         await self._announce()
         return True
 
-    async def _build_batch(
-        self, entries: Sequence[LogEntry]
-    ) -> tuple[ProcessingBatch, list[Rejection]]:
+    async def _build_step(
+        self, after: int, entries: Sequence[LogEntry], previous: dict[str, WorkspaceState]
+    ) -> _Step:
+        """Process ``entries`` (read after ``after``) in memory.
+
+        ``previous`` is the working set of a step still committing, if any.
+        """
         now = self._clock.now()
         failures: list[Rejection] = []
         scanned: list[tuple[LogEntry, EventClaims]] = []
@@ -267,7 +316,7 @@ class Processor:
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(self._failed(entry, exc))
 
-        states = await self._load_states(scanned)
+        states = await self._load_states(scanned, previous)
 
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
@@ -339,11 +388,13 @@ class Processor:
                 (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
             )
             batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
-        return batch, failures
+        return _Step(after, len(entries), batch, failures, states)
 
     async def _load_states(
-        self, scanned: Sequence[tuple[LogEntry, EventClaims]]
-    ) -> dict[str, _WorkspaceState]:
+        self,
+        scanned: Sequence[tuple[LogEntry, EventClaims]],
+        previous: dict[str, WorkspaceState],
+    ) -> dict[str, WorkspaceState]:
         """Owners and profiles of everything the batch mentions, per workspace."""
         lookups: dict[str, dict[Identifier, None]] = {}
         addressed: dict[str, set[str]] = {}
@@ -351,48 +402,11 @@ class Processor:
             ws = entry.event.workspace_id
             wanted = lookups.setdefault(ws, {})
             wanted.update(dict.fromkeys(claims.identifiers))
-            wanted.update(dict.fromkeys(alias_candidates(entry.event, self._rules)))
+            if entry.event.type == "alias":
+                wanted.update(dict.fromkeys(alias_candidates(entry.event, self._rules)))
             if claims.profile_id is not None:
                 addressed.setdefault(ws, set()).add(claims.profile_id)
-
-        states: dict[str, _WorkspaceState] = {}
-        for ws, wanted in lookups.items():
-            state = _WorkspaceState(ws)
-            states[ws] = state
-            state.owners = await self._storage.find_profile_ids(ws, list(wanted))
-            profile_ids = set(state.owners.values()) | addressed.get(ws, set())
-            if not profile_ids:
-                continue
-            state.profiles = await self._storage.load_profiles(ws, sorted(profile_ids))
-            missing = profile_ids - state.profiles.keys()
-            if missing:
-                await self._follow_merges(state, missing)
-        return states
-
-    async def _follow_merges(self, state: _WorkspaceState, missing: set[str]) -> None:
-        """Profiles named but not found: follow their merges, or forget them.
-
-        Rare: an admin event addressing a profile merged since, or an identifier
-        row left pointing at a merged-away profile. Such rows are rewritten.
-        """
-        ws = state.workspace_id
-        for profile_id in sorted(missing):
-            live = await self._storage.resolve_profile_id(ws, profile_id)
-            if live is not None and live != profile_id:
-                state.redirects[profile_id] = live
-        targets = {p for p in state.redirects.values() if p not in state.profiles}
-        if targets:
-            state.profiles.update(await self._storage.load_profiles(ws, sorted(targets)))
-        for ident, owner in list(state.owners.items()):
-            if owner not in missing:
-                continue
-            live = state.live(owner)
-            if live in state.profiles:
-                state.owners[ident] = live
-                state.changed_identifiers.add(ident)
-            else:
-                log.warning("identity.dangling_identifier", workspace_id=ws, identifier=str(ident))
-                del state.owners[ident]
+        return await load_states(self._storage, self._cache, lookups, addressed, previous)
 
     def _failed(self, entry: LogEntry, exc: Exception) -> Rejection:
         log.error(

@@ -276,6 +276,7 @@ class MemoryStorage(Storage):
             timeline[:] = sorted({*timeline, *moved})
         # A merged-away profile owns nothing any more: identifiers the batch
         # did not already move follow it to its winner.
-        for identifier in sorted(self._owned.pop((ws, merge.loser), set())):
+        for identifier in sorted(self._owned.get((ws, merge.loser), ())):
             self._set_owner((ws, identifier), merge.winner)
+        self._owned.pop((ws, merge.loser), None)
         self._profiles.pop((ws, merge.loser), None)

@@ -35,7 +35,13 @@ from rapport.storage.base import (
     Workspace,
 )
 from rapport.storage.migrations import dialect_directory, load_migrations
-from rapport.storage.sqlite_db import SqliteDatabase, from_micros, to_micros
+from rapport.storage.sqlite_db import (
+    BulkInsert,
+    MicrosCache,
+    SqliteDatabase,
+    from_micros,
+    to_micros,
+)
 from rapport.storage.sqlite_eventlog import SqliteEventLog
 
 __all__ = ["SqliteEventLog", "SqliteStorage", "open_sqlite"]
@@ -323,10 +329,45 @@ class SqliteStorage(Storage):
         return await self._db.read(get)
 
 
+# Multi-row statements: one SQLite step per chunk of rows instead of one per
+# row, each of which also gives the GIL away and waits to get it back while
+# the processor builds its next batch on the event loop's thread.
+# Events are facts: a replay never rewrites one (a merge may have moved it to
+# another profile since).
+_INSERT_PROFILE_EVENTS = BulkInsert(
+    "profile_events",
+    (
+        "workspace_id",
+        "log_offset",
+        "profile_id",
+        "message_id",
+        "type",
+        "name",
+        "timestamp",
+        "received_at",
+        "body",
+    ),
+    "ON CONFLICT (workspace_id, log_offset) DO NOTHING",
+)
+_UPSERT_IDENTIFIERS = BulkInsert(
+    "identifiers",
+    ("workspace_id", "type", "value", "profile_id"),
+    "ON CONFLICT (workspace_id, type, value) DO UPDATE SET profile_id = excluded.profile_id",
+)
+_UPSERT_PROFILES = BulkInsert(
+    "profiles",
+    ("workspace_id", "id", "doc", "created_at", "updated_at"),
+    "ON CONFLICT (workspace_id, id) DO UPDATE SET doc = excluded.doc,"
+    " created_at = excluded.created_at, updated_at = excluded.updated_at",
+)
+
+
 class _PreparedBatch:
     """A ``ProcessingBatch`` turned into SQL parameters, applied in the documented order."""
 
     def __init__(self, batch: ProcessingBatch) -> None:
+        # Events of one batch mostly share their arrival time.
+        received_micros = MicrosCache()
         self.events = [
             (
                 e.workspace_id,
@@ -336,7 +377,7 @@ class _PreparedBatch:
                 e.type,
                 e.name,
                 to_micros(e.timestamp),
-                to_micros(e.received_at),
+                received_micros(e.received_at),
                 e.body,
             )
             for e in batch.events
@@ -357,20 +398,8 @@ class _PreparedBatch:
         self.offset = batch.offset
 
     def apply(self, conn: sqlite3.Connection) -> None:
-        # Events are facts: a replay never rewrites one (a merge may have
-        # moved it to another profile since).
-        conn.executemany(
-            "INSERT INTO profile_events (workspace_id, log_offset, profile_id, message_id, type,"
-            " name, timestamp, received_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (workspace_id, log_offset) DO NOTHING",
-            self.events,
-        )
-        conn.executemany(
-            "INSERT INTO identifiers (workspace_id, type, value, profile_id) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (workspace_id, type, value)"
-            " DO UPDATE SET profile_id = excluded.profile_id",
-            self.identifiers,
-        )
+        _INSERT_PROFILE_EVENTS.run(conn, self.events)
+        _UPSERT_IDENTIFIERS.run(conn, self.identifiers)
         for workspace_id, loser, winner, merged_at, reason, message_id in self.merges:
             conn.execute(
                 "INSERT INTO profile_merges (workspace_id, loser, winner, merged_at, reason,"
@@ -392,13 +421,7 @@ class _PreparedBatch:
             conn.execute(
                 "DELETE FROM profiles WHERE workspace_id = ? AND id = ?", (workspace_id, loser)
             )
-        conn.executemany(
-            "INSERT INTO profiles (workspace_id, id, doc, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, id) DO UPDATE SET"
-            " doc = excluded.doc, created_at = excluded.created_at,"
-            " updated_at = excluded.updated_at",
-            self.profiles,
-        )
+        _UPSERT_PROFILES.run(conn, self.profiles)
         conn.execute(
             "INSERT INTO consumer_offsets (consumer, log_offset) VALUES (?, ?)"
             " ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset",
