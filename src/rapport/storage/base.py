@@ -56,8 +56,9 @@ class ProcessingBatch(msgspec.Struct, kw_only=True):
     ``merges`` recorded, each moving the loser's timeline AND every identifier
     still owned by the loser to the winner, and deleting the loser's profile
     row while keeping a redirect so lookups by the loser's id still resolve;
-    ``profiles`` upserted; finally the consumer's offset set to ``offset``. Replaying a batch is harmless: every
-    write is an upsert keyed by natural keys.
+    ``profiles`` upserted; finally the consumer's offset set to ``offset``.
+    Replaying a batch is harmless: every write is an upsert keyed by natural
+    keys.
     """
 
     consumer: str
