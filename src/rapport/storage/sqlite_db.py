@@ -252,6 +252,9 @@ class SqliteDatabase:
             # Truncate the WAL back to 64 MiB after checkpoints instead of
             # letting it keep its high-water size forever.
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            # Checkpoint every ~40 MB of WAL instead of ~4 MB: fewer, larger
+            # checkpoints cut page rewrites on write-heavy processing.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
             apply_migrations_sqlite(conn, self._migrations)
         except BaseException:
             conn.close()
