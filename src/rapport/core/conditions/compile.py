@@ -1,0 +1,291 @@
+"""Compilation of a validated condition tree into plain Python closures.
+
+Nothing from the definition is ever evaluated as code: every node becomes a
+closure built from a fixed set of operators. A compiled condition also tells
+what it depends on, so the runtime re-evaluates it only when one of those
+things changes, and when time alone could next change its value, so a timer
+can re-evaluate it at that instant (a window aging out, a date passing).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rapport.core.conditions.aggregates import AggregateSpec, empty_value
+from rapport.core.conditions.comparisons import Comparison, compile_comparison
+from rapport.core.conditions.context import EvaluationContext
+from rapport.core.conditions.fields import walk
+from rapport.core.conditions.instants import (
+    from_micros,
+    holds,
+    instant_of,
+    next_boundary,
+    parse_duration,
+    to_micros,
+)
+from rapport.core.conditions.validate import InvalidCondition, validate_condition
+
+Evaluate = Callable[[EvaluationContext], bool]
+NextChange = Callable[[EvaluationContext, int], "int | None"]
+"""``(context, now in microseconds)`` -> the first later instant at which time alone may
+change the value, or ``None`` if it cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCondition:
+    definition: Any
+    evaluate: Evaluate
+    """``evaluate(context) -> bool``: the condition's value for one profile at ``context.now``."""
+    traits: frozenset[str]
+    """Top-level trait names read (``address`` for ``address.city``)."""
+    events: frozenset[str]
+    """Names of the events whose arrival can change an aggregate it reads."""
+    segments: frozenset[str]
+    consents: frozenset[str]
+    aggregates: Mapping[str, AggregateSpec]
+    """The aggregates it reads, by id: the runtime keeps one state per profile for each."""
+    time_dependent: bool
+    """Whether time passing alone can change the value (windows, relative times)."""
+    next_change_micros: NextChange | None
+
+    def next_change(self, context: EvaluationContext) -> datetime | None:
+        """The earliest instant after ``context.now`` at which time alone may change the value.
+
+        A lower bound: time alone cannot change the value before this instant,
+        and at it the value may change (an aggregate's oldest event ages out,
+        a relative time passes), or may not (another key or another branch
+        still decides it), so re-evaluate then and ask again. ``None``: only
+        an event or a change of trait, segment or consent can change it.
+        """
+        if self.next_change_micros is None:
+            return None
+        instant = self.next_change_micros(context, to_micros(context.now))
+        return None if instant is None else from_micros(instant)
+
+
+def compile_condition(tree: Any) -> CompiledCondition:
+    """Validate and compile ``tree``; raises ``InvalidCondition`` listing every error."""
+    errors = validate_condition(tree)
+    if errors:
+        raise InvalidCondition(errors)
+    compiler = _Compiler()
+    evaluate, next_change = compiler.node(tree)
+    return CompiledCondition(
+        definition=tree,
+        evaluate=evaluate,
+        traits=frozenset(compiler.traits),
+        events=frozenset(compiler.events),
+        segments=frozenset(compiler.segments),
+        consents=frozenset(compiler.consents),
+        aggregates=dict(compiler.aggregates),
+        time_dependent=next_change is not None,
+        next_change_micros=next_change,
+    )
+
+
+def aggregate_spec(node: Mapping[str, Any]) -> AggregateSpec:
+    """The aggregate an event node reads (shared by every node aggregating the same thing)."""
+    window = node.get("window")
+    return AggregateSpec(
+        event=node["event"],
+        aggregate=node.get("aggregate", "count"),
+        where=copy.deepcopy(node.get("where", [])),  # the spec must not change with the tree
+        of=node.get("of"),
+        window_us=parse_duration(window) if window is not None else None,
+        key=node.get("key"),
+    )
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.traits: set[str] = set()
+        self.events: set[str] = set()
+        self.segments: set[str] = set()
+        self.consents: set[str] = set()
+        self.aggregates: dict[str, AggregateSpec] = {}
+
+    def node(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+        if "all" in node:
+            return _all([self.node(child) for child in node["all"]])
+        if "any" in node:
+            return _any([self.node(child) for child in node["any"]])
+        if "not" in node:
+            inner, next_change = self.node(node["not"])
+            return (lambda context: not inner(context)), next_change
+        if "trait" in node:
+            return self.trait(node)
+        if "event" in node:
+            return self.event(node)
+        if "in_segment" in node:
+            segment_id: str = node["in_segment"]
+            self.segments.add(segment_id)
+            return (lambda context: context.in_segment(segment_id)), None
+        category: str = node["consent"]
+        self.consents.add(category)
+        if node["granted"]:
+            return (lambda context: context.consent(category) is True), None
+        return (lambda context: context.consent(category) is False), None
+
+    def trait(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+        head, *rest = node["trait"].split(".")
+        self.traits.add(head)
+        parts = tuple(rest)
+        comparison = compile_comparison(node["op"], node.get("value"))
+        if comparison.test is not None:
+            test = comparison.test
+            if parts:
+                return (lambda context: test(walk(context.trait(head), parts))), None
+            expected = node.get("value")
+            if node["op"] == "equals" and type(expected) is str:
+                # The most common comparison, without the extra call.
+                return (lambda context: bool(context.trait(head) == expected)), None
+            return (lambda context: test(context.trait(head))), None
+
+        def read(context: EvaluationContext) -> Any:
+            return walk(context.trait(head), parts) if parts else context.trait(head)
+
+        return _timed(read, comparison)
+
+    def event(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+        spec = aggregate_spec(node)
+        aggregate_id = spec.id
+        self.aggregates[aggregate_id] = spec
+        self.events.add(spec.event)
+        comparison = compile_comparison(node["op"], node.get("value"))
+        empty = empty_value(spec.aggregate)
+        keyed = spec.key is not None
+        windowed = spec.window_us is not None
+
+        if comparison.test is not None:
+            test = comparison.test
+            if keyed:
+
+                def evaluate(context: EvaluationContext) -> bool:
+                    for v in context.aggregate(aggregate_id).values.values():  # noqa: SIM110
+                        if test(v):  # (a loop: see _all)
+                            return True
+                    return False
+
+            else:
+
+                def evaluate(context: EvaluationContext) -> bool:
+                    return test(context.aggregate(aggregate_id).values.get("", empty))
+
+            if not windowed:
+                return evaluate, None
+            return evaluate, lambda context, now: context.aggregate(aggregate_id).next_expiry_us
+
+        interval_of = comparison.interval_of
+        assert interval_of is not None
+        # An aggregate over no events has no time to compare (``null`` or a
+        # number), so keyed or not, only the keys present can hold.
+
+        def values(context: EvaluationContext) -> Iterable[Any]:
+            return context.aggregate(aggregate_id).values.values()
+
+        def evaluate_timed(context: EvaluationContext) -> bool:
+            now = to_micros(context.now)
+            for value in values(context):
+                instant = instant_of(value)
+                if instant is not None:
+                    interval = interval_of(instant)
+                    if interval is not None and holds(interval, now):
+                        return True
+            return False
+
+        def next_change(context: EvaluationContext, now: int) -> int | None:
+            earliest = context.aggregate(aggregate_id).next_expiry_us if windowed else None
+            for value in values(context):
+                instant = instant_of(value)
+                interval = None if instant is None else interval_of(instant)
+                if interval is not None:
+                    earliest = _earlier(earliest, next_boundary(interval, now))
+            return earliest
+
+        return evaluate_timed, next_change
+
+
+def _timed(
+    read: Callable[[EvaluationContext], Any], comparison: Comparison
+) -> tuple[Evaluate, NextChange]:
+    """A comparison of one value against a relative time."""
+    interval_of = comparison.interval_of
+    assert interval_of is not None
+
+    def evaluate(context: EvaluationContext) -> bool:
+        instant = instant_of(read(context))
+        if instant is None:
+            return False
+        interval = interval_of(instant)
+        return interval is not None and holds(interval, to_micros(context.now))
+
+    def next_change(context: EvaluationContext, now: int) -> int | None:
+        instant = instant_of(read(context))
+        interval = None if instant is None else interval_of(instant)
+        return None if interval is None else next_boundary(interval, now)
+
+    return evaluate, next_change
+
+
+def _earlier(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _merged_next_change(parts: list[NextChange]) -> NextChange | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+
+    def next_change(context: EvaluationContext, now: int) -> int | None:
+        earliest: int | None = None
+        for part in parts:
+            earliest = _earlier(earliest, part(context, now))
+        return earliest
+
+    return next_change
+
+
+def _all(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, NextChange | None]:
+    tests = tuple(evaluate for evaluate, _ in children)
+    next_change = _merged_next_change([n for _, n in children if n is not None])
+    if len(tests) == 1:
+        return tests[0], next_change
+    if len(tests) == 2:
+        first, second = tests
+        return (lambda context: first(context) and second(context)), next_change
+
+    def evaluate(context: EvaluationContext) -> bool:
+        # A plain loop: all() over a generator costs more than the tests themselves.
+        for test in tests:  # noqa: SIM110
+            if not test(context):
+                return False
+        return True
+
+    return evaluate, next_change
+
+
+def _any(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, NextChange | None]:
+    tests = tuple(evaluate for evaluate, _ in children)
+    next_change = _merged_next_change([n for _, n in children if n is not None])
+    if len(tests) == 1:
+        return tests[0], next_change
+    if len(tests) == 2:
+        first, second = tests
+        return (lambda context: first(context) or second(context)), next_change
+
+    def evaluate(context: EvaluationContext) -> bool:
+        for test in tests:  # noqa: SIM110 (see _all)
+            if test(context):
+                return True
+        return False
+
+    return evaluate, next_change
