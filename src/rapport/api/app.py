@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
-from rapport.api import ingest, profiles
+from rapport.api import conditions, ingest, profiles
 from rapport.api.errors import install_error_handlers
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
@@ -121,6 +121,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.ingest_app = ServerErrorMiddleware(CORSMiddleware(ingest.serve_ingest, **CORS_OPTIONS))
     app.include_router(ingest.router)
     app.include_router(profiles.router)
+    app.include_router(conditions.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:
