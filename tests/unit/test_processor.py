@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from rapport.core.clock import VirtualClock
 from rapport.core.identity import IdentityRules
 from rapport.core.ids import SequentialIds
-from rapport.core.model import Event, Identifier, Profile, Rejection
+from rapport.core.model import Event, Identifier, Membership, Profile, Rejection
+from rapport.core.segments import SegmentDraft
 from rapport.runtime import processor as processor_module
 from rapport.runtime.processor import Processor
 from rapport.storage.base import ProcessingBatch
@@ -559,3 +560,167 @@ async def test_any_stream_leaves_a_consistent_identity_graph(
     assert sorted(offsets) == list(range(1, len(events) + 1))
     for pid in ever:
         assert await h.storage.resolve_profile_id(WS, pid) in all_live
+
+
+# -- segments --------------------------------------------------------------------
+
+S2 = {
+    "event": "Product Viewed",
+    "aggregate": "count",
+    "window": "1h",
+    "key": "properties.product_id",
+    "op": "gte",
+    "value": 3,
+}
+
+
+async def define(h: Harness, segment_id: str, condition: Any, *, ws: str = WS) -> int:
+    stored = await h.storage.put_segment(
+        SegmentDraft(
+            workspace_id=ws, id=segment_id, name=segment_id, kind="dynamic", condition=condition
+        ),
+        h.clock.now(),
+    )
+    return stored.version
+
+
+def view(n: int, product: str, at: datetime, user: str = "u") -> Event:
+    return msgspec.structs.replace(
+        make_event(n, event="Product Viewed", user_id=user, properties={"product_id": product}),
+        timestamp=at,
+        received_at=at,
+    )
+
+
+async def drain(h: Harness) -> None:
+    """Process until the log is exhausted (membership events come back through it)."""
+    while await h.processor.run_once():
+        pass
+
+
+async def logged_segment_events(h: Harness) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, message id, properties)``; the message id names the trigger's message id."""
+    entries = await h.log.read(0, 1000)
+    message_ids = {e.offset: e.event.message_id for e in entries}
+    found = []
+    for entry in entries:
+        event = entry.event
+        if event.source != processor_module.SEGMENT_EVENT_SOURCE:
+            continue
+        direction, offset, segment_id = event.message_id.split(":")
+        readable = f"{direction}:{message_ids[int(offset)]}:{segment_id}"
+        found.append((event.event or "", readable, event.properties))
+    return found
+
+
+async def test_s2_enters_on_the_third_view_of_the_same_product_within_an_hour() -> None:
+    h = Harness()
+    await define(h, "s2", S2)
+    start = h.clock.now()
+    await h.feed(view(1, "jacket", start), view(2, "shoes", start + timedelta(minutes=5)))
+    h.clock.advance(timedelta(minutes=20))
+    await h.feed(view(3, "jacket", h.clock.now()))
+    await drain(h)
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {}, "two views of the jacket, one of shoes: not yet"
+    assert await logged_segment_events(h) == []
+
+    h.clock.advance(timedelta(minutes=30))
+    entered_at = h.clock.now()
+    await h.feed(view(4, "jacket", entered_at))
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {"s2": Membership(version=1, entered_at=entered_at)}
+    assert await logged_segment_events(h) == [
+        ("Segment Entered", "segment-entered:m4:s2", {"segment_id": "s2", "version": 1})
+    ]
+    await drain(h)
+    page = await h.storage.list_profile_events(WS, profile.id, limit=1)
+    newest = page.events[0]
+    assert newest.name == "Segment Entered"
+    assert newest.message_id.startswith("segment-entered:")
+    # A fourth view changes nothing: no second "entered".
+    await h.feed(view(6, "jacket", h.clock.now()))
+    await drain(h)
+    assert len(await logged_segment_events(h)) == 1
+    # The membership event is in the timeline, but it is not the customer's activity.
+    profile = await h.profile_of("user_id", "u")
+    assert profile.event_count == 5
+    assert profile.last_seen == h.clock.now()
+
+
+async def test_views_spread_over_more_than_an_hour_do_not_enter() -> None:
+    h = Harness()
+    await define(h, "s2", S2)
+    for n in range(1, 4):
+        await h.feed(view(n, "jacket", h.clock.now()))
+        h.clock.advance(timedelta(minutes=31))
+    await drain(h)
+    assert (await h.profile_of("user_id", "u")).segments == {}
+    assert await logged_segment_events(h) == []
+
+
+async def test_trait_segments_enter_and_exit_and_readers_follow_in_the_same_event() -> None:
+    h = Harness()
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
+    await define(
+        h, "gold-or-vip", {"any": [{"in_segment": "gold"}, {"trait": "vip", "op": "exists"}]}
+    )
+    await h.feed(make_event(1, "identify", user_id="u", traits={"plan": "gold"}))
+    profile = await h.profile_of("user_id", "u")
+    assert set(profile.segments) == {"gold", "gold-or-vip"}
+    await h.feed(make_event(2, "identify", user_id="u", traits={"plan": "silver"}))
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {}
+    events = [(name, message_id) for name, message_id, _ in await logged_segment_events(h)]
+    assert sorted(events) == [
+        ("Segment Entered", "segment-entered:m1:gold"),
+        ("Segment Entered", "segment-entered:m1:gold-or-vip"),
+        ("Segment Exited", "segment-exited:m2:gold"),
+        ("Segment Exited", "segment-exited:m2:gold-or-vip"),
+    ]
+
+
+async def test_definitions_are_reloaded_when_they_change_and_deleted_ones_are_left() -> None:
+    h = Harness()
+    await h.feed(make_event(1, "identify", user_id="u", traits={"plan": "gold"}))
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
+    # Not re-evaluated by an event that cannot change it (backfill is separate).
+    await h.feed(make_event(2, user_id="u", event="Clicked"))
+    assert (await h.profile_of("user_id", "u")).segments == {}
+    await h.feed(make_event(3, "identify", user_id="u", traits={"plan": "gold", "tier": 2}))
+    await h.feed(make_event(4, "identify", user_id="u", traits={"plan": "platinum"}))
+    await h.feed(make_event(5, "identify", user_id="u", traits={"plan": "gold"}))
+    assert (await h.profile_of("user_id", "u")).segments["gold"].version == 1
+
+    # A new version the profile still matches: it stays in, under the new version.
+    version = await define(h, "gold", {"trait": "plan", "op": "in", "value": ["gold", "x"]})
+    await h.feed(make_event(6, user_id="u", event="Clicked"))
+    assert (await h.profile_of("user_id", "u")).segments["gold"].version == version
+
+    await h.storage.delete_segment(WS, "gold", h.clock.now())
+    await h.feed(make_event(7, user_id="u", event="Clicked"))
+    assert (await h.profile_of("user_id", "u")).segments == {}
+    last = (await logged_segment_events(h))[-1]
+    assert last == (
+        "Segment Exited",
+        "segment-exited:m7:gold",
+        {"segment_id": "gold", "version": 2},
+    )
+
+
+async def test_segments_stay_in_their_workspace() -> None:
+    h = Harness()
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"}, ws="other")
+    await h.feed(make_event(1, "identify", user_id="u", traits={"plan": "gold"}))
+    assert (await h.profile_of("user_id", "u")).segments == {}
+
+
+async def test_a_replayed_step_appends_its_membership_events_once() -> None:
+    h = Harness(storage=FailOnceStorage(1))
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
+    await h.log.append([make_event(1, "identify", user_id="u", traits={"plan": "gold"})])
+    with pytest.raises(OSError):
+        await h.processor.run_once()
+    await drain(h)
+    assert [m for _, m, _ in await logged_segment_events(h)] == ["segment-entered:m1:gold"]
+    assert set((await h.profile_of("user_id", "u")).segments) == {"gold"}

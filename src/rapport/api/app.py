@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
-from rapport.api import conditions, ingest, profiles
+from rapport.api import conditions, ingest, profiles, segments
 from rapport.api.errors import install_error_handlers
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
@@ -122,6 +122,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.include_router(ingest.router)
     app.include_router(profiles.router)
     app.include_router(conditions.router)
+    app.include_router(segments.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:

@@ -93,6 +93,10 @@ async def profile_body(rapport: Rapport, profile: Profile) -> dict[str, Any]:
         "first_seen": _time(profile.first_seen),
         "last_seen": _time(profile.last_seen),
         "event_count": profile.event_count,
+        "segments": {
+            segment_id: {"version": m.version, "entered_at": _time(m.entered_at)}
+            for segment_id, m in sorted(profile.segments.items())
+        },
     }
 
 

@@ -98,6 +98,13 @@ class ConsentValue(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     message_id: str | None = None
 
 
+class Membership(msgspec.Struct, kw_only=True, gc=False):
+    """A profile is in a segment: since when, under which version of its definition."""
+
+    version: int
+    entered_at: datetime
+
+
 class Profile(msgspec.Struct, kw_only=True, gc=False):
     """One live profile: who the customer is and what we know, with provenance."""
 
@@ -112,6 +119,14 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     event_count: int = 0
+    segments: dict[str, Membership] = {}
+    """Segment id -> membership, for the segments the profile is in now."""
+    aggregates: dict[str, msgspec.Raw] = {}
+    """Aggregate id -> its ``AggregateState`` (rapport.core.conditions) as JSON.
+
+    Kept encoded: a profile is decoded for every event, but an event touches
+    few of its aggregates, so only those are decoded (``core.segments``).
+    """
 
 
 class MergeRecord(msgspec.Struct, kw_only=True, gc=False):

@@ -19,6 +19,16 @@ committing step's working set. The next ``run_once`` only commits it. If the
 commit fails, the step built on top of it is dropped and built again from
 what storage holds.
 
+Segments (``core.segments``): after each event, the profile's event
+aggregates and segment memberships are updated, evaluating only the segments
+the event can affect. Definitions are loaded per workspace and reloaded when
+``segments_revision`` moves (checked once per step). Each membership change
+becomes an internal ``Segment Entered`` / ``Segment Exited`` track event
+(source ``rapport:segments``) addressed to the profile; a step appends those
+to the event log before it commits, with message ids derived from the
+triggering event's offset, so a replayed step appends nothing twice. They
+then travel the normal path like any other event.
+
 Failures:
 
 * an event whose processing raises is recorded as a rejection with code
@@ -39,6 +49,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import msgspec
 import structlog
@@ -64,8 +75,9 @@ from rapport.core.model import (
     dump_json,
 )
 from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
+from rapport.core.segments import MembershipChange, update_memberships
 from rapport.runtime.profile_cache import ProfileCache
-from rapport.runtime.working_set import WorkspaceState, load_states
+from rapport.runtime.working_set import SegmentCatalogs, WorkspaceState, load_states
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 
 log = structlog.get_logger("rapport.processor")
@@ -80,6 +92,9 @@ MAX_BACKOFF = 5.0
 MAX_FAILURE_PAYLOAD = 16 * 1024
 PROFILE_ID_PREFIX = "prof"
 FAILURE_CODE = "processing_failed"
+SEGMENT_EVENT_SOURCE = "rapport:segments"
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
 
 
 @dataclass
@@ -99,6 +114,8 @@ class _Step:
     batch: ProcessingBatch
     failures: list[Rejection]
     states: dict[str, WorkspaceState]
+    emitted: list[Event]
+    """Internal events (segment membership changes) to append to the log before committing."""
 
 
 class Processor:
@@ -125,6 +142,7 @@ class Processor:
         self.batch_size = batch_size
         self._offset: int | None = None
         self._cache = ProfileCache(cache_profiles)
+        self._catalogs = SegmentCatalogs(storage)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
@@ -250,6 +268,10 @@ class Processor:
         return step.consumed
 
     async def _commit(self, step: _Step) -> None:
+        # Appended first: if the commit then fails, the step is replayed and
+        # appends the same message ids again, which the log drops as duplicates.
+        if step.emitted:
+            await self._log.append(step.emitted)
         if step.failures:
             await self._storage.record_rejections(step.failures)
         await self._storage.commit_processing(step.batch)
@@ -317,12 +339,14 @@ class Processor:
                 failures.append(self._failed(entry, exc))
 
         states = await self._load_states(scanned, previous)
+        catalogs = await self._catalogs.for_workspaces(states)
 
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
 
         placed: list[_Placed] = []
         merges: list[MergeRecord] = []
+        emitted: list[Event] = []
         for entry, scan in scanned:
             event = entry.event
             state = states[event.workspace_id]
@@ -336,6 +360,9 @@ class Processor:
                     claims, state.owners, state.profiles, self._rules, now, new_profile_id
                 )
                 profile = state.profiles.get(resolution.profile_id)
+                # Segments compare the profile before and after the event; a
+                # new or merged profile has no "before" to compare.
+                prior = None if resolution.merges else profile
                 if profile is None:
                     profile = new_profile(resolution.profile_id, event.workspace_id, now)
                 moved: dict[Identifier, str] = {}
@@ -346,7 +373,18 @@ class Processor:
                 if resolution.attached:
                     profile = attach_identifiers(profile, resolution.attached, now)
                     moved.update(dict.fromkeys(resolution.attached, profile.id))
-                profile = apply_event(profile, event, now)
+                if event.source != SEGMENT_EVENT_SOURCE:
+                    # A membership change is not the customer's activity: it
+                    # must not move last_seen (which "not seen for 30 days"
+                    # reads) nor count as one of the customer's events. It is
+                    # still in the timeline, and segments may aggregate it.
+                    profile = apply_event(profile, event, now)
+                profile, changes = update_memberships(
+                    catalogs[event.workspace_id], prior, profile, event, now
+                )
+                membership_events = [
+                    _membership_event(entry, profile.id, change, now) for change in changes
+                ]
                 body = dump_json(event)
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(self._failed(entry, exc))
@@ -363,6 +401,7 @@ class Processor:
             state.changed_profiles.add(profile.id)
             merges.extend(resolution.merges)
             placed.append(_Placed(entry, profile.id, body))
+            emitted.extend(membership_events)
             if resolution.refused:
                 _log_refusals(event, resolution.refused)
 
@@ -388,7 +427,7 @@ class Processor:
                 (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
             )
             batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
-        return _Step(after, len(entries), batch, failures, states)
+        return _Step(after, len(entries), batch, failures, states, emitted)
 
     async def _load_states(
         self,
@@ -417,6 +456,28 @@ class Processor:
             exc_info=exc,
         )
         return _failure(entry, f"{type(exc).__name__}: {exc}")
+
+
+def _membership_event(
+    trigger: LogEntry, profile_id: str, change: MembershipChange, now: datetime
+) -> Event:
+    """The internal event telling that a profile entered or left a segment.
+
+    Its message id derives from the triggering event's log offset, so a
+    replayed step emits the same ids and the log keeps one of each.
+    """
+    direction = "entered" if change.entered else "exited"
+    return Event(
+        workspace_id=trigger.event.workspace_id,
+        message_id=f"segment-{direction}:{trigger.offset}:{change.segment_id}",
+        type="track",
+        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
+        timestamp=now,
+        received_at=now,
+        source=SEGMENT_EVENT_SOURCE,
+        properties={"segment_id": change.segment_id, "version": change.version},
+        profile_id=profile_id,
+    )
 
 
 def _failure(entry: LogEntry, reason: str) -> Rejection:

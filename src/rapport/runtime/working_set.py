@@ -26,6 +26,7 @@ from typing import TypeVar
 import structlog
 
 from rapport.core.model import Identifier, Profile
+from rapport.core.segments import SegmentCatalog
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.storage.base import Storage
 
@@ -167,3 +168,41 @@ def _take_known(known: Mapping[_K, _V], keys: Iterable[_K], into: dict[_K, _V]) 
         else:
             into[key] = value
     return rest
+
+
+class SegmentCatalogs:
+    """The compiled segment definitions of each workspace, reloaded when any changes.
+
+    Each step asks for the workspaces it processes: one cheap
+    ``segments_revision`` query tells whether any definition was written
+    since the catalogs were built; if so all are dropped and rebuilt from
+    storage as workspaces need them.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._revision: int | None = None
+        self._catalogs: dict[str, SegmentCatalog] = {}
+
+    async def for_workspaces(self, workspace_ids: Iterable[str]) -> dict[str, SegmentCatalog]:
+        revision = await self._storage.segments_revision()
+        if revision != self._revision:
+            self._catalogs.clear()
+            self._revision = revision
+        found: dict[str, SegmentCatalog] = {}
+        for ws in workspace_ids:
+            catalog = self._catalogs.get(ws)
+            if catalog is None:
+                catalog = SegmentCatalog(await self._storage.list_segments(ws))
+                for segment_id, reason in sorted(catalog.invalid.items()):
+                    # Stored definitions were valid when written; one that no
+                    # longer compiles is left out until it is fixed.
+                    log.error(
+                        "segments.invalid_definition",
+                        workspace_id=ws,
+                        segment_id=segment_id,
+                        reason=reason,
+                    )
+                self._catalogs[ws] = catalog
+            found[ws] = catalog
+        return found

@@ -26,6 +26,19 @@ from rapport.core.model import (
     ProfileEvent,
     Rejection,
 )
+from rapport.core.segments import SegmentAlreadyExists, SegmentDefinition, SegmentDraft
+
+__all__ = [
+    "ApiKey",
+    "EventLog",
+    "EventPage",
+    "ProcessingBatch",
+    "SegmentAlreadyExists",
+    "SegmentDefinition",
+    "SegmentDraft",
+    "Storage",
+    "Workspace",
+]
 
 KeyKind = str  # "write" | "secret"
 
@@ -174,3 +187,39 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def consumer_offset(self, consumer: str) -> int:
         """Last committed offset of a consumer (0 if it never committed)."""
+
+    # -- segment definitions -------------------------------------------------
+    # See rapport.core.segments: every write stores the next version; deleting
+    # stores a ``deleted`` tombstone, so versions of an id never repeat.
+    @abc.abstractmethod
+    async def put_segment(
+        self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
+    ) -> SegmentDefinition:
+        """Store ``draft`` as the next version of its id and return what was stored.
+
+        With ``create_only``, raise ``SegmentAlreadyExists`` (storing nothing)
+        if an active definition with this id exists.
+        """
+
+    @abc.abstractmethod
+    async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
+        """The active definition with this id, if any (deleted ones are not returned)."""
+
+    @abc.abstractmethod
+    async def list_segments(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[SegmentDefinition]:
+        """The workspace's definitions (latest version of each), ordered by id."""
+
+    @abc.abstractmethod
+    async def delete_segment(
+        self, workspace_id: str, segment_id: str, now: datetime
+    ) -> SegmentDefinition | None:
+        """Store the tombstone of an active definition and return it; None if none is active."""
+
+    @abc.abstractmethod
+    async def segments_revision(self) -> int:
+        """A number that grows with every segment write in any workspace (0 before any).
+
+        Cheap to call: processors poll it to know when to reload definitions.
+        """

@@ -26,11 +26,15 @@ from rapport.core.model import (
     ProfileEvent,
     Rejection,
 )
+from rapport.core.segments import deleted_definition, next_definition
 from rapport.storage.base import (
     ApiKey,
     EventLog,
     EventPage,
     ProcessingBatch,
+    SegmentAlreadyExists,
+    SegmentDefinition,
+    SegmentDraft,
     Storage,
     Workspace,
 )
@@ -114,6 +118,9 @@ class MemoryStorage(Storage):
         self._timelines: dict[tuple[str, str], list[int]] = {}
         """(workspace, profile) -> log offsets of its events, ascending."""
         self._offsets: dict[str, int] = {}
+        self._segments: dict[tuple[str, str], SegmentDefinition] = {}
+        """(workspace, segment id) -> latest version (frozen, so shared safely)."""
+        self._segments_revision = 0
 
     # -- workspaces and keys -------------------------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
@@ -237,6 +244,48 @@ class MemoryStorage(Storage):
     async def consumer_offset(self, consumer: str) -> int:
         return self._offsets.get(consumer, 0)
 
+    # -- segment definitions -------------------------------------------------
+    async def put_segment(
+        self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
+    ) -> SegmentDefinition:
+        key = (draft.workspace_id, draft.id)
+        previous = self._segments.get(key)
+        if create_only and previous is not None and previous.active:
+            raise SegmentAlreadyExists(draft.workspace_id, draft.id)
+        # A round trip through JSON: the caller's condition tree is copied,
+        # and what is stored is what the SQL backends would give back.
+        stored = _SEGMENT_DECODER.decode(_ENCODER.encode(next_definition(previous, draft, now)))
+        self._segments[key] = stored
+        self._segments_revision += 1
+        return _copy_segment(stored)
+
+    async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
+        found = self._segments.get((workspace_id, segment_id))
+        return _copy_segment(found) if found is not None and found.active else None
+
+    async def list_segments(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[SegmentDefinition]:
+        return [
+            _copy_segment(definition)
+            for (ws, _), definition in sorted(self._segments.items())
+            if ws == workspace_id and (include_deleted or definition.active)
+        ]
+
+    async def delete_segment(
+        self, workspace_id: str, segment_id: str, now: datetime
+    ) -> SegmentDefinition | None:
+        previous = self._segments.get((workspace_id, segment_id))
+        if previous is None or not previous.active:
+            return None
+        tombstone = deleted_definition(previous, now)
+        self._segments[(workspace_id, segment_id)] = tombstone
+        self._segments_revision += 1
+        return _copy_segment(tombstone)
+
+    async def segments_revision(self) -> int:
+        return self._segments_revision
+
     # -- helpers -------------------------------------------------------------
     def _put_event(self, event: ProfileEvent) -> None:
         # Events are facts: a replay never rewrites one (a merge may have
@@ -280,3 +329,11 @@ class MemoryStorage(Storage):
             self._set_owner((ws, identifier), merge.winner)
         self._owned.pop((ws, merge.loser), None)
         self._profiles.pop((ws, merge.loser), None)
+
+
+_SEGMENT_DECODER = msgspec.json.Decoder(SegmentDefinition)
+
+
+def _copy_segment(definition: SegmentDefinition) -> SegmentDefinition:
+    # The struct is frozen but its condition is a mutable tree.
+    return _SEGMENT_DECODER.decode(_ENCODER.encode(definition))

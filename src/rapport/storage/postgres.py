@@ -23,7 +23,17 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from rapport.core.model import Identifier, MergeRecord, Profile, ProfileEvent, Rejection
-from rapport.storage.base import ApiKey, EventPage, ProcessingBatch, Storage, Workspace
+from rapport.core.segments import deleted_definition, next_definition
+from rapport.storage.base import (
+    ApiKey,
+    EventPage,
+    ProcessingBatch,
+    SegmentAlreadyExists,
+    SegmentDefinition,
+    SegmentDraft,
+    Storage,
+    Workspace,
+)
 from rapport.storage.migrations import (
     apply_migrations_async,
     dialect_directory,
@@ -245,6 +255,25 @@ INSERT INTO consumer_offsets (consumer, log_offset) VALUES ($1, $2)
 ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset
 """
 
+# Segment writes read the latest version and store the next: the advisory
+# lock serialises them (a row lock cannot cover an id not stored yet), which
+# also makes revisions commit in increasing order.
+_LOCK_SEGMENTS_SQL = (
+    "SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '.segment_definitions'))"
+)
+_LATEST_SEGMENT_SQL = "SELECT doc FROM segment_definitions WHERE workspace_id = $1 AND id = $2"
+_LIST_SEGMENTS_SQL = """
+SELECT doc FROM segment_definitions
+WHERE workspace_id = $1 AND ($2 OR status = 'active') ORDER BY id COLLATE "C"
+"""
+_STORE_SEGMENT_SQL = """
+INSERT INTO segment_definitions (workspace_id, id, version, status, revision, doc)
+VALUES ($1, $2, $3, $4, (SELECT coalesce(max(revision), 0) + 1 FROM segment_definitions), $5)
+ON CONFLICT (workspace_id, id) DO UPDATE
+SET version = excluded.version, status = excluded.status, revision = excluded.revision,
+    doc = excluded.doc
+"""
+
 
 class PostgresStorage(Storage):
     """``Storage`` over a shared asyncpg pool (see ``open_postgres``)."""
@@ -259,6 +288,7 @@ class PostgresStorage(Storage):
         self._closed = False
         self._encoder = msgspec.json.Encoder()
         self._profile_decoder = msgspec.json.Decoder(Profile)
+        self._segment_decoder = msgspec.json.Decoder(SegmentDefinition)
 
     async def open(self) -> None:
         """Nothing to do: ``open_postgres`` connects and migrates."""
@@ -399,6 +429,65 @@ class PostgresStorage(Storage):
             "SELECT log_offset FROM consumer_offsets WHERE consumer = $1", consumer
         )
         return 0 if offset is None else offset
+
+    # -- segment definitions -------------------------------------------------
+    async def put_segment(
+        self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
+    ) -> SegmentDefinition:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOCK_SEGMENTS_SQL, _LOCK_CLASS)
+            previous = await self._latest_segment(conn, draft.workspace_id, draft.id)
+            if create_only and previous is not None and previous.active:
+                raise SegmentAlreadyExists(draft.workspace_id, draft.id)
+            return await self._store_segment(conn, next_definition(previous, draft, now))
+
+    async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
+        async with self._pool.acquire() as conn:
+            found = await self._latest_segment(conn, workspace_id, segment_id)
+        return found if found is not None and found.active else None
+
+    async def list_segments(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[SegmentDefinition]:
+        rows = await self._pool.fetch(_LIST_SEGMENTS_SQL, workspace_id, include_deleted)
+        return [self._segment_decoder.decode(row[0]) for row in rows]
+
+    async def delete_segment(
+        self, workspace_id: str, segment_id: str, now: datetime
+    ) -> SegmentDefinition | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOCK_SEGMENTS_SQL, _LOCK_CLASS)
+            previous = await self._latest_segment(conn, workspace_id, segment_id)
+            if previous is None or not previous.active:
+                return None
+            return await self._store_segment(conn, deleted_definition(previous, now))
+
+    async def segments_revision(self) -> int:
+        revision: int | None = await self._pool.fetchval(
+            "SELECT max(revision) FROM segment_definitions"
+        )
+        return 0 if revision is None else revision
+
+    async def _latest_segment(
+        self, conn: _Connection, workspace_id: str, segment_id: str
+    ) -> SegmentDefinition | None:
+        doc: bytes | None = await conn.fetchval(_LATEST_SEGMENT_SQL, workspace_id, segment_id)
+        return None if doc is None else self._segment_decoder.decode(doc)
+
+    async def _store_segment(
+        self, conn: _Connection, definition: SegmentDefinition
+    ) -> SegmentDefinition:
+        doc = self._encoder.encode(definition)
+        await conn.execute(
+            _STORE_SEGMENT_SQL,
+            definition.workspace_id,
+            definition.id,
+            definition.version,
+            definition.status,
+            doc,
+        )
+        # What a reader will get back (the caller's condition tree is not shared).
+        return self._segment_decoder.decode(doc)
 
 
 _Statement: TypeAlias = tuple[str, tuple[object, ...]]

@@ -27,10 +27,14 @@ from rapport.core.model import (
     ProfileEvent,
     Rejection,
 )
+from rapport.core.segments import deleted_definition, next_definition
 from rapport.storage.base import (
     ApiKey,
     EventPage,
     ProcessingBatch,
+    SegmentAlreadyExists,
+    SegmentDefinition,
+    SegmentDraft,
     Storage,
     Workspace,
 )
@@ -54,6 +58,7 @@ _NO_UPPER_BOUND = 2**63 - 1
 
 _encode = msgspec.json.Encoder().encode
 _decode_profile = msgspec.json.Decoder(Profile).decode
+_decode_segment = msgspec.json.Decoder(SegmentDefinition).decode
 
 
 async def open_sqlite(
@@ -327,6 +332,80 @@ class SqliteStorage(Storage):
             return 0 if row is None else int(row[0])
 
         return await self._db.read(get)
+
+    # -- segment definitions -------------------------------------------------
+    async def put_segment(
+        self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
+    ) -> SegmentDefinition:
+        def put(conn: sqlite3.Connection) -> SegmentDefinition:
+            previous = _latest_segment(conn, draft.workspace_id, draft.id)
+            if create_only and previous is not None and previous.active:
+                raise SegmentAlreadyExists(draft.workspace_id, draft.id)
+            return _store_segment(conn, next_definition(previous, draft, now))
+
+        return await self._db.write(put)
+
+    async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
+        def get(conn: sqlite3.Connection) -> SegmentDefinition | None:
+            found = _latest_segment(conn, workspace_id, segment_id)
+            return found if found is not None and found.active else None
+
+        return await self._db.read(get)
+
+    async def list_segments(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[SegmentDefinition]:
+        def list_all(conn: sqlite3.Connection) -> list[SegmentDefinition]:
+            rows = conn.execute(
+                "SELECT doc FROM segment_definitions"
+                " WHERE workspace_id = ? AND (? OR status = 'active') ORDER BY id",
+                (workspace_id, include_deleted),
+            ).fetchall()
+            return [_decode_segment(doc) for (doc,) in rows]
+
+        return await self._db.read(list_all)
+
+    async def delete_segment(
+        self, workspace_id: str, segment_id: str, now: datetime
+    ) -> SegmentDefinition | None:
+        def delete(conn: sqlite3.Connection) -> SegmentDefinition | None:
+            previous = _latest_segment(conn, workspace_id, segment_id)
+            if previous is None or not previous.active:
+                return None
+            return _store_segment(conn, deleted_definition(previous, now))
+
+        return await self._db.write(delete)
+
+    async def segments_revision(self) -> int:
+        def get(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT max(revision) FROM segment_definitions").fetchone()
+            return 0 if row is None or row[0] is None else int(row[0])
+
+        return await self._db.read(get)
+
+
+def _latest_segment(
+    conn: sqlite3.Connection, workspace_id: str, segment_id: str
+) -> SegmentDefinition | None:
+    row = conn.execute(
+        "SELECT doc FROM segment_definitions WHERE workspace_id = ? AND id = ?",
+        (workspace_id, segment_id),
+    ).fetchone()
+    return None if row is None else _decode_segment(row[0])
+
+
+def _store_segment(conn: sqlite3.Connection, definition: SegmentDefinition) -> SegmentDefinition:
+    # Writes are serialised by the single writer, so max + 1 is race free.
+    doc = _encode(definition)
+    conn.execute(
+        "INSERT INTO segment_definitions (workspace_id, id, version, status, revision, doc)"
+        " VALUES (?, ?, ?, ?, (SELECT coalesce(max(revision), 0) + 1 FROM segment_definitions), ?)"
+        " ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version,"
+        " status = excluded.status, revision = excluded.revision, doc = excluded.doc",
+        (definition.workspace_id, definition.id, definition.version, definition.status, doc),
+    )
+    # What a reader will get back (the caller's condition tree is not shared).
+    return _decode_segment(doc)
 
 
 # Multi-row statements: one SQLite step per chunk of rows instead of one per

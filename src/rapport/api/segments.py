@@ -1,0 +1,347 @@
+"""Admin API for segment definitions: create, update (a new version), list, read, delete.
+
+A definition's condition is the condition language of docs/conditions.md,
+checked with ``compile_condition``: a wrong one gets 422 ``invalid_condition``
+listing every error, each with its path inside the condition (``$.all[1].op``);
+``field`` names the first as a path of the body (``condition.all[1].op``).
+Conditions may read other segments (``in_segment``): those must exist in the
+workspace, may not lead back to the segment itself, and a segment others read
+cannot be deleted. Deleting is soft (see ``rapport.core.segments``): the id
+can be used again and its versions go on counting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from rapport.api.auth import get_rapport, require_secret_key
+from rapport.api.errors import ApiError
+from rapport.core.conditions import CompiledCondition, InvalidCondition, compile_condition
+from rapport.core.segments import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    SEGMENT_ID_PATTERN,
+    SEGMENT_KINDS,
+    SUPPORTED_KINDS,
+    SegmentAlreadyExists,
+    SegmentDefinition,
+    SegmentDraft,
+    is_segment_id,
+    reference_cycle,
+)
+from rapport.runtime.service import Rapport
+from rapport.storage.base import ApiKey
+
+router = APIRouter(prefix="/api/segments", tags=["segments"])
+
+_ENCODER = msgspec.json.Encoder()
+MAX_DEFINITION_BYTES = 256 * 1024
+_FIELDS = frozenset(("id", "name", "description", "kind", "condition"))
+
+_S2_EXAMPLE = {
+    "id": "viewed-same-product-3x-1h",
+    "name": "Viewed the same product 3 times within an hour",
+    "description": "Scenario S2: a customer hesitating over one product.",
+    "kind": "dynamic",
+    "condition": {
+        "event": "Product Viewed",
+        "aggregate": "count",
+        "window": "1h",
+        "key": "properties.product_id",
+        "op": "gte",
+        "value": 3,
+    },
+}
+
+
+def _definition_body(*, with_id: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
+        "kind": {"type": "string", "enum": sorted(SUPPORTED_KINDS)},
+        "condition": {"type": "object", "description": "See GET /api/schemas/condition"},
+    }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": f"^{SEGMENT_ID_PATTERN}$"}
+    example = dict(_S2_EXAMPLE) if with_id else {k: v for k, v in _S2_EXAMPLE.items() if k != "id"}
+    required = ["id", "name", "condition"] if with_id else ["name", "condition"]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": required,
+                        "properties": properties,
+                        "additionalProperties": False,
+                    },
+                    "example": example,
+                }
+            },
+        }
+    }
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
+
+
+def _time(value: datetime) -> str:
+    return value.isoformat()
+
+
+def segment_body(definition: SegmentDefinition) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": definition.id,
+        "name": definition.name,
+        "description": definition.description,
+        "kind": definition.kind,
+        "condition": definition.condition,
+        "version": definition.version,
+        "status": definition.status,
+        "created_at": _time(definition.created_at),
+        "updated_at": _time(definition.updated_at),
+    }
+    if definition.active:
+        compiled = compile_condition(definition.condition)
+        body["depends_on"] = {
+            "traits": sorted(compiled.traits),
+            "events": sorted(compiled.events),
+            "segments": sorted(compiled.segments),
+            "consents": sorted(compiled.consents),
+        }
+        body["time_dependent"] = compiled.time_dependent
+    return body
+
+
+def _check_id(segment_id: str, field: str) -> None:
+    if not is_segment_id(segment_id):
+        raise ApiError(
+            422,
+            "invalid_segment_id",
+            "A segment id is 1-100 lowercase letters, digits, '-' or '_',"
+            " starting and ending with a letter or digit (e.g. viewed-same-product-3x-1h)",
+            field=field,
+        )
+
+
+async def _read_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_DEFINITION_BYTES:
+        raise ApiError(413, "definition_too_large", f"at most {MAX_DEFINITION_BYTES} bytes")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_segment", "The body must be a JSON object")
+    for name in sorted(body):
+        if name not in _FIELDS:
+            raise ApiError(
+                422,
+                "unknown_field",
+                f"Unknown field {name!r}; a definition has {', '.join(sorted(_FIELDS))}",
+                field=name,
+            )
+    return body
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ApiError(422, f"invalid_{name}", f"{name} must be a non-empty string", field=name)
+    if len(value) > limit:
+        raise ApiError(
+            422, f"invalid_{name}", f"{name} must be at most {limit} characters", field=name
+        )
+    return value
+
+
+def _kind(body: dict[str, Any]) -> str:
+    kind = body.get("kind", "dynamic")
+    if kind not in SEGMENT_KINDS:
+        raise ApiError(
+            422,
+            "invalid_kind",
+            f"kind must be one of {', '.join(sorted(SUPPORTED_KINDS))}",
+            field="kind",
+        )
+    if kind not in SUPPORTED_KINDS:
+        raise ApiError(
+            422,
+            "unsupported_kind",
+            f"{kind} segments are not supported yet; use a dynamic segment with a condition",
+            field="kind",
+        )
+    return str(kind)
+
+
+def _compile(body: dict[str, Any]) -> CompiledCondition:
+    if "condition" not in body:
+        raise ApiError(422, "invalid_condition", "condition is required", field="condition")
+    try:
+        return compile_condition(body["condition"])
+    except InvalidCondition as exc:
+        errors = [{"path": e.path, "message": e.message} for e in exc.errors]
+        first = exc.errors[0]
+        raise ApiError(
+            422,
+            "invalid_condition",
+            str(first),
+            field="condition" + first.path.removeprefix("$"),
+            extra={"errors": errors},
+        ) from None
+
+
+async def _check_references(
+    rapport: Rapport, workspace_id: str, segment_id: str, compiled: CompiledCondition
+) -> None:
+    if not compiled.segments:
+        return
+    stored = {d.id: d for d in await rapport.storage.list_segments(workspace_id)}
+    for referenced in sorted(compiled.segments):
+        if referenced != segment_id and referenced not in stored:
+            raise ApiError(
+                422,
+                "unknown_segment",
+                f"The condition reads segment {referenced!r}, which does not exist",
+                field="condition",
+            )
+    references = {
+        other.id: compile_condition(other.condition).segments for other in stored.values()
+    }
+    references[segment_id] = compiled.segments
+    cycle = reference_cycle(segment_id, references)
+    if cycle is not None:
+        raise ApiError(
+            422,
+            "segment_cycle",
+            "Membership would depend on itself: " + " -> ".join(cycle),
+            field="condition",
+        )
+
+
+async def _draft(
+    rapport: Rapport, key: ApiKey, segment_id: str, body: dict[str, Any]
+) -> SegmentDraft:
+    name = _text(body, "name", required=True, limit=MAX_NAME_LENGTH)
+    description = _text(body, "description", required=False, limit=MAX_DESCRIPTION_LENGTH)
+    kind = _kind(body)
+    compiled = _compile(body)
+    await _check_references(rapport, key.workspace_id, segment_id, compiled)
+    return SegmentDraft(
+        workspace_id=key.workspace_id,
+        id=segment_id,
+        name=name,
+        description=description,
+        kind=kind,
+        condition=body["condition"],
+    )
+
+
+def _not_found(segment_id: str) -> ApiError:
+    return ApiError(404, "segment_not_found", f"No segment {segment_id!r}", field="id")
+
+
+@router.post(
+    "",
+    summary="Create a segment definition (409 if the id exists)",
+    status_code=201,
+    openapi_extra=_definition_body(with_id=True),
+)
+async def create_segment(
+    request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    rapport = get_rapport(request)
+    body = await _read_body(request)
+    segment_id = body.get("id")
+    if not isinstance(segment_id, str):
+        raise ApiError(422, "invalid_segment_id", "id is required (a slug)", field="id")
+    _check_id(segment_id, "id")
+    draft = await _draft(rapport, key, segment_id, body)
+    try:
+        stored = await rapport.storage.put_segment(draft, rapport.clock.now(), create_only=True)
+    except SegmentAlreadyExists:
+        raise ApiError(
+            409,
+            "segment_exists",
+            f"Segment {segment_id!r} already exists; PUT /api/segments/{segment_id} updates it",
+            field="id",
+        ) from None
+    return _json(segment_body(stored), 201)
+
+
+@router.put(
+    "/{segment_id}",
+    summary="Create or update a segment definition; every update is a new version",
+    openapi_extra=_definition_body(with_id=False),
+)
+async def put_segment(
+    segment_id: str, request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    """201 when this created the segment (or re-created a deleted one), 200 when it updated it."""
+    rapport = get_rapport(request)
+    _check_id(segment_id, "segment_id")
+    body = await _read_body(request)
+    if "id" in body and body["id"] != segment_id:
+        raise ApiError(
+            422, "id_mismatch", "id in the body differs from the one in the path", field="id"
+        )
+    draft = await _draft(rapport, key, segment_id, body)
+    existed = await rapport.storage.get_segment(key.workspace_id, segment_id) is not None
+    stored = await rapport.storage.put_segment(draft, rapport.clock.now())
+    return _json(segment_body(stored), 200 if existed else 201)
+
+
+@router.get("", summary="The workspace's segment definitions, by id")
+async def list_segments(
+    request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    rapport = get_rapport(request)
+    definitions = await rapport.storage.list_segments(key.workspace_id)
+    return _json({"segments": [segment_body(d) for d in definitions]})
+
+
+@router.get("/{segment_id}", summary="A segment definition (its latest version)")
+async def get_segment(
+    segment_id: str, request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    rapport = get_rapport(request)
+    found = await rapport.storage.get_segment(key.workspace_id, segment_id)
+    if found is None:
+        raise _not_found(segment_id)
+    return _json(segment_body(found))
+
+
+@router.delete("/{segment_id}", summary="Delete a segment definition")
+async def delete_segment(
+    segment_id: str, request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    """Answers with the stored tombstone (status ``deleted``, the next version)."""
+    rapport = get_rapport(request)
+    readers = [
+        other.id
+        for other in await rapport.storage.list_segments(key.workspace_id)
+        if other.id != segment_id and segment_id in compile_condition(other.condition).segments
+    ]
+    if readers:
+        raise ApiError(
+            409,
+            "segment_in_use",
+            f"Segments {', '.join(readers)} read {segment_id!r}; change or delete them first",
+            field="id",
+        )
+    tombstone = await rapport.storage.delete_segment(
+        key.workspace_id, segment_id, rapport.clock.now()
+    )
+    if tombstone is None:
+        raise _not_found(segment_id)
+    return _json(segment_body(tombstone))

@@ -1,0 +1,15 @@
+-- Segment definitions: the latest version of each (workspace, id), deleted
+-- ones included as tombstones (see rapport.core.segments).
+-- ``revision`` grows with every write in any workspace; its maximum is what
+-- processors poll to know when to reload definitions.
+CREATE TABLE segment_definitions (
+    workspace_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    doc BLOB NOT NULL, -- the SegmentDefinition, msgspec JSON
+    PRIMARY KEY (workspace_id, id)
+);
+
+CREATE UNIQUE INDEX segment_definitions_revision ON segment_definitions (revision);
