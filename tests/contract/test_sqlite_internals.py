@@ -438,3 +438,35 @@ def test_recent_ids_follow_savepoints_and_transactions() -> None:
     assert (ids.recent, ids.flushing) == ({b: 2}, {})
     ids.transaction_rolled_back()
     assert (ids.recent, ids.flushing) == ({a: 1}, {})
+
+
+async def test_dedup_holds_across_two_processes_appending_to_one_file(tmp_path: Path) -> None:
+    """`rapport serve` and `rapport worker` both append to one events.db."""
+    path = tmp_path / "events.db"
+    serve = await open_log(path, dedup_flush_threshold=1000)
+    worker = await open_log(path, dedup_flush_threshold=1000)
+    try:
+        assert await serve.append([ev("a"), ev("b")]) == [True, True]
+        # Not flushed to event_dedup yet: only the serving log's memory knows them.
+        assert await indexed_ids(serve) == []
+        assert await worker.append([ev("a"), ev("w1")]) == [False, True]
+        assert await serve.append([ev("w1"), ev("c")]) == [False, True]
+        # A flush in one process indexes what the other appended as well, so
+        # a crash of the other loses nothing from dedup.
+        moved, through = await serve._db.write(serve._start_flush)
+        await serve._db.write(partial(serve._write_flush_chunk, moved, through))
+        assert await indexed_ids(serve) == ["a", "b", "c", "w1"]
+    finally:
+        await worker.close()
+        await serve.close()
+    reopened = await open_log(path)
+    try:
+        assert await reopened.append([ev(m) for m in ("a", "b", "c", "w1", "d")]) == [
+            False,
+            False,
+            False,
+            False,
+            True,
+        ]
+    finally:
+        await reopened.close()

@@ -267,6 +267,7 @@ class SqliteEventLog(EventLog):
         # Written for speed (this is the ingest hot path): each key tuple is
         # built once, and the usual call (one workspace, all ids new) takes
         # the shortest way through.
+        self._take_in_foreign_appends(conn)
         recent, flushing = self._ids.recent, self._ids.flushing
         keys = [(row[0], row[1]) for row in rows]
         seen = {key for key in keys if key in recent or key in flushing}
@@ -296,6 +297,30 @@ class SqliteEventLog(EventLog):
                 list(zip(fresh_keys, [row[2] for row in fresh], strict=True)), last_offset
             )
         return is_new
+
+    def _take_in_foreign_appends(self, conn: sqlite3.Connection) -> None:
+        """Add to the in-memory ids what other processes appended to this file.
+
+        A ``rapport worker`` appends (Segment Entered/Exited events) to the
+        same ``events.db`` as ``rapport serve``. Its ids are not in this
+        process's memory, and a flush here advances ``indexed_through`` past
+        them; taking them in keeps dedup exact across processes and makes
+        that flush index them too. Inside the write transaction nobody else
+        can append, so the check is consistent; the rowid max is O(log n).
+        """
+        ids = self._ids
+        (newest,) = conn.execute("SELECT coalesce(max(log_offset), 0) FROM event_log").fetchone()
+        if newest <= ids.last_offset:
+            return
+        foreign = [
+            ((workspace_id, message_id), received_at)
+            for workspace_id, message_id, received_at in conn.execute(
+                "SELECT workspace_id, message_id, received_at FROM event_log WHERE log_offset > ?",
+                (ids.last_offset,),
+            )
+            if (workspace_id, message_id) not in ids
+        ]
+        ids.add(foreign, newest)
 
     def _rebuild_recent_ids(self, conn: sqlite3.Connection) -> None:
         indexed_through, pruned_before = conn.execute(
