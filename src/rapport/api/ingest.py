@@ -7,7 +7,7 @@ is the settings document analytics.js boots from. ``GET /api/rejections`` lists
 what ingest refused.
 
 This is the hot path: bodies are decoded with msgspec, events are validated by
-``rapport.core.segment`` (no pydantic per event), and the answer is a plain 200
+``rapport.core.tracking`` (no pydantic per event), and the answer is a plain 200
 only once the event log has made the accepted events durable.
 """
 
@@ -32,7 +32,7 @@ from rapport.api.ingest_docs import (
     SINGLE_BODIES,
 )
 from rapport.core.model import Rejection
-from rapport.core.segment import (
+from rapport.core.tracking import (
     IngestRequest,
     Limits,
     RequestRejected,

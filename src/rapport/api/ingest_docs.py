@@ -1,6 +1,6 @@
 """OpenAPI documentation of the ingest routes: request bodies and answers.
 
-The routes validate by hand (see ``rapport.core.segment``) for speed, so the
+The routes validate by hand (see ``rapport.core.tracking``) for speed, so the
 request schemas are written here for the docs rather than derived from models.
 """
 

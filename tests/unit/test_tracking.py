@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from rapport.core.ids import SequentialIds
-from rapport.core.segment import (
+from rapport.core.tracking import (
     MAX_NESTING,
     MAX_REJECTED_PAYLOAD_CHARS,
     IngestRequest,
@@ -23,7 +23,7 @@ from rapport.core.segment import (
     decode_single,
     normalise,
 )
-from rapport.core.segment_fields import coerce_id, deep_merge, nesting_exceeds, parse_timestamp
+from rapport.core.tracking_fields import coerce_id, deep_merge, nesting_exceeds, parse_timestamp
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LIMITS = Limits()

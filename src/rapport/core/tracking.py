@@ -30,7 +30,7 @@ import msgspec
 from rapport.core.identity import JUNK_VALUES
 from rapport.core.ids import IdGenerator
 from rapport.core.model import EVENT_TYPES, Event, Rejection
-from rapport.core.segment_fields import (
+from rapport.core.tracking_fields import (
     coerce_id,
     deep_merge,
     field_error,
