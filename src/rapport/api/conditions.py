@@ -13,14 +13,13 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from rapport.api.auth import require_secret_key
-from rapport.api.errors import ApiError
-from rapport.core.conditions import CONDITION_SCHEMA, InvalidCondition, compile_condition
+from rapport.api.definitions import compile_or_422, read_definition
+from rapport.core.conditions import CONDITION_SCHEMA
 from rapport.storage.base import ApiKey
 
 router = APIRouter(tags=["conditions"])
 
 _ENCODER = msgspec.json.Encoder()
-MAX_DEFINITION_BYTES = 256 * 1024
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -58,24 +57,7 @@ async def condition_schema() -> Response:
     },
 )
 async def validate(request: Request, _: Annotated[ApiKey, Depends(require_secret_key)]) -> Response:
-    raw = await request.body()
-    if len(raw) > MAX_DEFINITION_BYTES:
-        raise ApiError(413, "definition_too_large", f"at most {MAX_DEFINITION_BYTES} bytes")
-    try:
-        tree = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
-    try:
-        compiled = compile_condition(tree)
-    except InvalidCondition as exc:
-        errors = [{"path": e.path, "message": e.message} for e in exc.errors]
-        raise ApiError(
-            422,
-            "invalid_condition",
-            str(exc.errors[0]),
-            field=exc.errors[0].path,
-            extra={"errors": errors},
-        ) from None
+    compiled = compile_or_422(await read_definition(request))
     return _json(
         {
             "valid": True,

@@ -20,8 +20,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
+from rapport.api.definitions import compile_or_422, read_definition
 from rapport.api.errors import ApiError
-from rapport.core.conditions import CompiledCondition, InvalidCondition, compile_condition
+from rapport.core.conditions import CompiledCondition, compile_condition
 from rapport.core.segments import (
     MAX_DESCRIPTION_LENGTH,
     MAX_NAME_LENGTH,
@@ -40,7 +41,6 @@ from rapport.storage.base import ApiKey
 router = APIRouter(prefix="/api/segments", tags=["segments"])
 
 _ENCODER = msgspec.json.Encoder()
-MAX_DEFINITION_BYTES = 256 * 1024
 _FIELDS = frozenset(("id", "name", "description", "kind", "condition"))
 
 _S2_EXAMPLE = {
@@ -132,13 +132,7 @@ def _check_id(segment_id: str, field: str) -> None:
 
 
 async def _read_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_DEFINITION_BYTES:
-        raise ApiError(413, "definition_too_large", f"at most {MAX_DEFINITION_BYTES} bytes")
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_json", f"Body is not valid JSON: {exc}") from None
+    body = await read_definition(request)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_segment", "The body must be a JSON object")
     for name in sorted(body):
@@ -187,18 +181,7 @@ def _kind(body: dict[str, Any]) -> str:
 def _compile(body: dict[str, Any]) -> CompiledCondition:
     if "condition" not in body:
         raise ApiError(422, "invalid_condition", "condition is required", field="condition")
-    try:
-        return compile_condition(body["condition"])
-    except InvalidCondition as exc:
-        errors = [{"path": e.path, "message": e.message} for e in exc.errors]
-        first = exc.errors[0]
-        raise ApiError(
-            422,
-            "invalid_condition",
-            str(first),
-            field="condition" + first.path.removeprefix("$"),
-            extra={"errors": errors},
-        ) from None
+    return compile_or_422(body["condition"], body_path="condition")
 
 
 async def _check_references(
