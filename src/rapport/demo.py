@@ -48,6 +48,32 @@ CUSTOMERS = [
 ]
 
 
+SEGMENTS: list[dict[str, Any]] = [
+    {
+        "id": "jacket-lookers",
+        "name": "Looked at the leather jacket",
+        "condition": {
+            "event": "Product Viewed",
+            "where": [{"field": "properties.product_id", "op": "equals", "value": "jacket-01"}],
+            "aggregate": "count",
+            "window": "7d",
+            "op": "gte",
+            "value": 1,
+        },
+    },
+    {
+        "id": "marketable-buyers",
+        "name": "Bought something and agreed to marketing",
+        "condition": {
+            "all": [
+                {"event": "Order Completed", "aggregate": "count", "op": "gte", "value": 1},
+                {"consent": "marketing", "granted": True},
+            ]
+        },
+    },
+]
+
+
 def sample_batch(now: datetime) -> list[dict[str, Any]]:
     """A day of a small shop: browse anonymously, sign up, buy, consent."""
     events: list[dict[str, Any]] = []
@@ -155,6 +181,12 @@ async def run_demo(settings: Settings) -> None:
                 return
             await asyncio.sleep(0.05)
         base = f"http://{settings.host}:{settings.port}"
+        admin = {"Authorization": f"Bearer {secret_key}"}
+        async with httpx.AsyncClient(base_url=base, headers=admin) as client:
+            # Segments are data, defined through the same API a console would use.
+            for segment in SEGMENTS:
+                response = await client.put(f"/api/segments/{segment['id']}", json=segment)
+                response.raise_for_status()
         async with httpx.AsyncClient(base_url=base, auth=(write_key, "")) as client:
             response = await client.post(
                 "/v1/batch", json={"batch": sample_batch(runtime.clock.now())}
@@ -193,6 +225,7 @@ Look around:
   curl {auth} {base}/api/profiles/user_id:u-dana/events
   curl {auth} {base}/api/profiles/anonymous_id:anon-dana-app     # merged: same profile
   curl {auth} {base}/api/profiles/loyalty_id:L-1001              # the loyalty card too
+  curl {auth} {base}/api/segments                                # streaming segments
   curl -u {write_key}: {base}/v1/track \\
        -d '{{"userId": "u-dana", "event": "Order Delivered"}}'
   open {base}/docs        (OpenAPI: {base}/openapi.json)
