@@ -26,7 +26,7 @@ into ``Segment Entered`` / ``Segment Exited`` events.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ from rapport.core.conditions import (
     ProfileContext,
     compile_condition,
 )
+from rapport.core.conditions.instants import to_micros
 from rapport.core.model import Event, Membership, Profile
 
 SEGMENT_ID_PATTERN: Final = r"[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?"
@@ -204,13 +205,13 @@ class SegmentCatalog:
         self.aggregators: dict[str, Aggregator] = {}
         self.aggregators_by_event: dict[str, list[tuple[str, Aggregator]]] = {}
         """Event name -> ``(aggregate id, aggregator)`` of the aggregates counting it."""
-        self.by_event: dict[str, set[str]] = {}
-        self.by_trait: dict[str, set[str]] = {}
-        self.by_consent: dict[str, set[str]] = {}
-        self.readers: dict[str, set[str]] = {}
-        """Segment id -> the segments whose condition reads it."""
-        for segment in self.segments:
-            segment_id = segment.definition.id
+        # The indexes below hold positions in ``segments``: the order of evaluation.
+        self.by_event: dict[str, set[int]] = {}
+        self.by_trait: dict[str, set[int]] = {}
+        self.by_consent: dict[str, set[int]] = {}
+        self.readers: dict[str, set[int]] = {}
+        """Segment id -> the positions of the segments whose condition reads it."""
+        for position, segment in enumerate(self.segments):
             condition = segment.condition
             for aggregate_id, spec in condition.aggregates.items():
                 if aggregate_id not in self.aggregators:
@@ -225,7 +226,7 @@ class SegmentCatalog:
                 (self.readers, condition.segments),
             ):
                 for name in names:
-                    index.setdefault(name, set()).add(segment_id)
+                    index.setdefault(name, set()).add(position)
 
     def __bool__(self) -> bool:
         return bool(self.segments)
@@ -251,8 +252,11 @@ def update_memberships(
         return after, []
     states = _AggregateStates(catalog, after, now)
     if event.type == "track" and event.event is not None:
-        for aggregate_id, aggregator in catalog.aggregators_by_event.get(event.event, ()):
-            states.observe(aggregate_id, aggregator, event)
+        counting = catalog.aggregators_by_event.get(event.event)
+        if counting:
+            at = to_micros(event.timestamp)
+            for aggregate_id, aggregator in counting:
+                states.observe(aggregate_id, aggregator, event, at)
     members = after.segments
     changes: list[MembershipChange] = []
     gone = [segment_id for segment_id in members if segment_id not in catalog.versions]
@@ -263,26 +267,20 @@ def update_memberships(
 
     # Evaluated in catalog order (a segment after those it reads); a change
     # queues the segments reading the one that changed, which come later.
-    position = catalog.position
-    pending = [
-        (position[segment_id], segment_id)
-        for segment_id in _affected(catalog, before, after, event)
-    ]
-    heapq.heapify(pending)
-    evaluated: set[str] = set()
-    while pending:
-        _, segment_id = heapq.heappop(pending)
-        if segment_id in evaluated:
-            continue
-        evaluated.add(segment_id)
-        segment = catalog.segments[position[segment_id]]
+    queued = _affected(catalog, before, after, event)
+    pending = sorted(queued)
+    # One context for the whole event: aggregates are read (and reduced,
+    # once) only when a condition asks; only ``segments`` changes between
+    # evaluations, when a membership does.
+    context = ProfileContext(after, now, segments=members, read_aggregate=states.read)
+    segments = catalog.segments
+    index = 0
+    while index < len(pending):
+        segment = segments[pending[index]]
+        index += 1
         definition = segment.definition
-        condition = segment.condition
-        readings = {
-            aggregate_id: states.read(aggregate_id) for aggregate_id in condition.aggregates
-        }
-        context = ProfileContext(after, now, segments=members, aggregates=readings)
-        is_member = condition.evaluate(context)
+        segment_id = definition.id
+        is_member = segment.condition.evaluate(context)
         current = members.get(segment_id)
         if is_member == (current is not None):
             if current is not None and current.version != definition.version:
@@ -293,6 +291,7 @@ def update_memberships(
                         version=definition.version, entered_at=current.entered_at
                     ),
                 }
+                context.segments = members
             continue
         members = dict(members)
         if is_member:
@@ -301,8 +300,12 @@ def update_memberships(
         elif current is not None:
             del members[segment_id]
             changes.append(MembershipChange(segment_id, current.version, False))
-        for reader in catalog.readers.get(segment_id, ()):
-            heapq.heappush(pending, (position[reader], reader))
+        context.segments = members
+        for reader_position in catalog.readers.get(segment_id, ()):
+            if reader_position not in queued:
+                # Later in the order unless a cycle was broken: then next.
+                queued.add(reader_position)
+                bisect.insort(pending, reader_position, lo=index)
     aggregates = states.encoded()
     if members is after.segments and aggregates is after.aggregates:
         return after, changes
@@ -311,10 +314,11 @@ def update_memberships(
 
 def _affected(
     catalog: SegmentCatalog, before: Profile | None, after: Profile, event: Event
-) -> set[str]:
+) -> set[int]:
+    """The positions of the segments to re-evaluate (see ``update_memberships``)."""
     if before is None:
-        return set(catalog.versions)
-    affected: set[str] = set()
+        return set(range(len(catalog.segments)))
+    affected: set[int] = set()
     if event.type == "track" and event.event is not None:
         affected.update(catalog.by_event.get(event.event, ()))
     # Applying an event keeps the same dict when it changes no trait (consent).
@@ -332,7 +336,7 @@ def _affected(
     versions = catalog.versions
     for segment_id, membership in after.segments.items():
         if versions.get(segment_id, membership.version) != membership.version:
-            affected.add(segment_id)
+            affected.add(catalog.position[segment_id])
     return affected
 
 
@@ -342,7 +346,7 @@ class _AggregateStates:
     def __init__(self, catalog: SegmentCatalog, profile: Profile, now: datetime) -> None:
         self._catalog = catalog
         self._stored = profile.aggregates
-        self._now = now
+        self._now = to_micros(now)
         self._decoded: dict[str, AggregateState] = {}
         self._readings: dict[str, AggregateReading] = {}
         """Several segments often read one aggregate: it is reduced once."""
@@ -356,9 +360,10 @@ class _AggregateStates:
             self._decoded[aggregate_id] = state
         return state
 
-    def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event) -> None:
+    def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event, at: int) -> None:
+        """Feed ``event`` (at ``at`` microseconds) to one aggregate."""
         before = self._state(aggregate_id)
-        after = aggregator.observe(before, event, self._now)
+        after = aggregator.observe_micros(before, event, at, self._now)
         if after is not before:
             self._decoded[aggregate_id] = after
             self._readings.pop(aggregate_id, None)
@@ -368,7 +373,7 @@ class _AggregateStates:
         reading = self._readings.get(aggregate_id)
         if reading is None:
             aggregator = self._catalog.aggregators[aggregate_id]
-            reading = aggregator.read(self._state(aggregate_id), self._now)
+            reading = aggregator.read_micros(self._state(aggregate_id), self._now)
             self._readings[aggregate_id] = reading
         return reading
 

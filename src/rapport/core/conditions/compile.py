@@ -109,10 +109,13 @@ class _Compiler:
         self.aggregates: dict[str, AggregateSpec] = {}
 
     def node(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+        # Children run cheapest first: they are pure predicates, so the order
+        # changes no result, only how often ``all``/``any`` stops before
+        # reading an aggregate.
         if "all" in node:
-            return _all([self.node(child) for child in node["all"]])
+            return _all([self.node(child) for child in sorted(node["all"], key=_cost)])
         if "any" in node:
-            return _any([self.node(child) for child in node["any"]])
+            return _any([self.node(child) for child in sorted(node["any"], key=_cost)])
         if "not" in node:
             inner, next_change = self.node(node["not"])
             return (lambda context: not inner(context)), next_change
@@ -207,6 +210,25 @@ class _Compiler:
             return earliest
 
         return evaluate_timed, next_change
+
+
+def _cost(node: Mapping[str, Any]) -> int:
+    """A rough relative cost of evaluating ``node``, to order the children of ``all``/``any``.
+
+    Reading a trait, a consent or a membership is a dict lookup; a relative
+    time parses an instant; an aggregate may have to be reduced over every key.
+    """
+    if "all" in node:
+        return sum(_cost(child) for child in node["all"])
+    if "any" in node:
+        return sum(_cost(child) for child in node["any"])
+    if "not" in node:
+        return _cost(node["not"])
+    if "event" in node:
+        return 10
+    if "trait" in node:
+        return 1 if compile_comparison(node["op"], node.get("value")).test is None else 0
+    return 0
 
 
 def _timed(

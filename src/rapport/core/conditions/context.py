@@ -8,7 +8,7 @@ previews, backfills) and ``ProfileContext`` over a ``Profile``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -62,9 +62,20 @@ class SnapshotContext:
 
 
 class ProfileContext:
-    """A context over a ``Profile`` (trait values without their provenance)."""
+    """A context over a ``Profile`` (trait values without their provenance).
 
-    __slots__ = ("_aggregates", "_profile", "_segments", "now")
+    Aggregates come either from ready ``aggregates`` readings or from
+    ``read_aggregate``, called only when a condition asks for one: a failing
+    trait test in an ``all`` then costs no aggregate reading at all. The
+    runtime keeps one context for every segment evaluated after an event and
+    replaces ``segments`` when a membership changes, which is the only thing
+    such a change can alter.
+    """
+
+    __slots__ = ("_profile", "aggregate", "now", "segments")
+
+    aggregate: Callable[[str], AggregateReading]
+    """The aggregate's reading at ``now`` (an attribute, to save a call per read)."""
 
     def __init__(
         self,
@@ -72,11 +83,20 @@ class ProfileContext:
         now: datetime,
         segments: Collection[str] = frozenset(),
         aggregates: Mapping[str, AggregateReading] | None = None,
+        read_aggregate: Callable[[str], AggregateReading] | None = None,
     ) -> None:
+        if read_aggregate is None:
+            readings: Mapping[str, AggregateReading] = aggregates if aggregates is not None else {}
+
+            def read_aggregate(aggregate_id: str) -> AggregateReading:
+                return readings.get(aggregate_id, EMPTY_READING)
+
+        elif aggregates is not None:
+            raise ValueError("give either aggregates or read_aggregate, not both")
         self._profile = profile
         self.now = now
-        self._segments = segments
-        self._aggregates = aggregates if aggregates is not None else {}
+        self.segments = segments
+        self.aggregate = read_aggregate
 
     def trait(self, name: str) -> Any:
         stored = self._profile.traits.get(name)
@@ -87,7 +107,4 @@ class ProfileContext:
         return None if stored is None else stored.granted
 
     def in_segment(self, segment_id: str) -> bool:
-        return segment_id in self._segments
-
-    def aggregate(self, aggregate_id: str) -> AggregateReading:
-        return self._aggregates.get(aggregate_id, EMPTY_READING)
+        return segment_id in self.segments
