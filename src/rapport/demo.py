@@ -161,6 +161,10 @@ def sample_batch(now: datetime) -> list[dict[str, Any]]:
             "properties": {"topic": "backorder"},
         },
     ]
+    # Fixed message ids: running the demo again on the same data dir replays
+    # the same events, which dedup then stores once.
+    for n, event in enumerate(events):
+        event["messageId"] = f"demo-{n:03d}"
     return events
 
 
