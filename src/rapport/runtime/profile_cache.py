@@ -77,31 +77,13 @@ class ProfileCache:
         self, workspace_id: str, identifiers: Iterable[Identifier]
     ) -> tuple[dict[Identifier, str], list[Identifier]]:
         """Owners known here, and the identifiers to look up in storage."""
-        found: dict[Identifier, str] = {}
-        missing: list[Identifier] = []
-        cached = self._owners
-        for identifier in identifiers:
-            owner = cached.get((workspace_id, identifier))
-            if owner is None:
-                missing.append(identifier)
-            else:
-                found[identifier] = owner
-        return found, missing
+        return _split_cached(self._owners, workspace_id, identifiers)
 
     def profiles(
         self, workspace_id: str, ids: Iterable[str]
     ) -> tuple[dict[str, Profile], list[str]]:
         """Profiles known here, and the ids to load from storage."""
-        found: dict[str, Profile] = {}
-        missing: list[str] = []
-        cached = self._profiles
-        for profile_id in ids:
-            profile = cached.get((workspace_id, profile_id))
-            if profile is None:
-                missing.append(profile_id)
-            else:
-                found[profile_id] = profile
-        return found, missing
+        return _split_cached(self._profiles, workspace_id, ids)
 
     def committed(
         self,
@@ -141,3 +123,18 @@ def _evict(entries: dict[_Key, _Value], limit: int) -> None:
     doomed = [next(oldest) for _ in range(excess)]
     for key in doomed:
         del entries[key]
+
+
+def _split_cached(
+    cache: Mapping[tuple[str, _Key], _Value], workspace_id: str, keys: Iterable[_Key]
+) -> tuple[dict[_Key, _Value], list[_Key]]:
+    """The entries ``cache`` holds for ``keys`` in a workspace, and the keys it lacks."""
+    found: dict[_Key, _Value] = {}
+    missing: list[_Key] = []
+    for key in keys:
+        value = cache.get((workspace_id, key))
+        if value is None:
+            missing.append(key)
+        else:
+            found[key] = value
+    return found, missing
