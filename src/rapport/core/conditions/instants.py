@@ -33,8 +33,12 @@ UNIT_MICROS: dict[str, int] = {
 # Python's ``re`` (which jsonschema uses) a bare ``$`` also matches before a
 # final newline; the lookahead makes both engines agree that "1h\n" is wrong.
 DURATION_PATTERN = r"^(?:[1-9][0-9]{0,5}[wdhms])+$(?!\n)"
+# Calendar-exact, so that the published JSON Schema refuses what the validator
+# refuses (no 30 February, 29 February only in leap years, no year 0).
 TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"^(?!0000)(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$(?!\n)"
 )
