@@ -496,8 +496,12 @@ async def append(runtime: Rapport, events: list[Event]) -> int:
 
 
 async def drain(runtime: Rapport) -> int:
-    """Process until the log is exhausted, membership events appended meanwhile included."""
-    while await runtime.processor.run_once() > 0:
+    """Process until the log is exhausted, membership events appended meanwhile included.
+
+    Membership events reach the log through the relay after the commit that
+    scheduled them (the processor's outbox), so the relay runs here too.
+    """
+    while await runtime.processor.run_once() + await runtime.relay.run_due() > 0:
         pass
     end = await runtime.event_log.end_offset()
     if runtime.processor.processed_offset != end:

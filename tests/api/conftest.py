@@ -26,9 +26,8 @@ class ApiHarness:
         return {"Authorization": f"Bearer {self.secret_key}"}
 
     async def settle(self, timeout: float = 5.0) -> None:
-        """Wait until everything accepted so far has been processed."""
-        end = await self.rapport.event_log.end_offset()
-        assert await self.rapport.processor.wait_processed(end, timeout), "processing stalled"
+        """Wait until everything accepted so far, and the events it emitted, are processed."""
+        assert await self.rapport.settle(timeout), "processing stalled"
 
 
 async def open_harness(tmp: Path, **overrides: object) -> tuple[Rapport, ApiHarness]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rapport.core.model import Event
-from rapport.storage import sqlite_eventlog
+from rapport.storage import sqlite_dedup
 from rapport.storage.migrations import (
     Migration,
     MigrationError,
@@ -304,12 +304,13 @@ async def test_duplicates_are_found_before_during_and_after_a_flush(tmp_path: Pa
         assert await log.append([ev(f"m{i}") for i in range(5)]) == [True] * 5
         assert await indexed_ids(log) == []  # below the threshold: in memory only
 
-        moved, through = await log._db.write(log._start_flush)
-        assert (len(moved), through) == (5, 5)
-        await log._db.write(partial(log._write_flush_chunk, moved[:2], None))
+        count, through = await log._db.write(log._start_flush)
+        assert (count, through) == (5, 5)
+        await log._db.write(partial(log._write_flush_chunk, 1, 2, None))
         # Two ids indexed, three still being flushed, one new in memory.
+        assert await indexed_ids(log) == ["m0", "m1"]
         assert await log.append([ev("m0"), ev("m4"), ev("new")]) == [False, False, True]
-        await log._db.write(partial(log._write_flush_chunk, moved[2:], through))
+        await log._db.write(partial(log._write_flush_chunk, 3, 5, through))
 
         assert await indexed_ids(log) == ["m0", "m1", "m2", "m3", "m4"]
         assert await log.append([ev("m3"), ev("new"), ev("newer")]) == [False, False, True]
@@ -345,8 +346,8 @@ async def test_ids_only_in_memory_survive_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     log = await open_log(path, dedup_flush_threshold=1000, dedup_flush_chunk=2)
     await log.append([ev(f"m{i}") for i in range(6)])
-    moved, _ = await log._db.write(log._start_flush)
-    await log._db.write(partial(log._write_flush_chunk, moved[:2], None))
+    await log._db.write(log._start_flush)
+    await log._db.write(partial(log._write_flush_chunk, 1, 2, None))
     await log.append([ev("late")])
     # A crash: the database closes without the final flush.
     await log._db.close()
@@ -385,9 +386,9 @@ async def test_a_prune_during_a_flush_is_not_undone_by_it(tmp_path: Path) -> Non
     log = await open_log(tmp_path / "events.db", dedup_flush_threshold=1000)
     try:
         await log.append([ev("old", T0 - timedelta(days=8)), ev("recent")])
-        moved, through = await log._db.write(log._start_flush)
+        count, through = await log._db.write(log._start_flush)
         assert await log.prune_dedup(T0 - timedelta(days=7)) == 1
-        await log._db.write(partial(log._write_flush_chunk, moved, through))
+        await log._db.write(partial(log._write_flush_chunk, 1, count, through))
         assert await indexed_ids(log) == ["recent"]
         assert await log.append([ev("old"), ev("recent")]) == [True, False]
     finally:
@@ -397,7 +398,7 @@ async def test_a_prune_during_a_flush_is_not_undone_by_it(tmp_path: Path) -> Non
 async def test_prune_walks_the_index_in_several_ranges(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_eventlog, "PRUNE_CHUNK", 3)
+    monkeypatch.setattr(sqlite_dedup, "PRUNE_CHUNK", 3)
     log = await open_log(tmp_path / "events.db", dedup_flush_threshold=1000)
     try:
         old = T0 - timedelta(days=8)
@@ -411,7 +412,7 @@ async def test_prune_walks_the_index_in_several_ranges(
 
 
 def test_recent_ids_follow_savepoints_and_transactions() -> None:
-    ids = sqlite_eventlog._RecentIds()
+    ids = sqlite_dedup.RecentIds()
     a, b, c = ("ws", "a"), ("ws", "b"), ("ws", "c")
 
     ids.job_started()
@@ -423,9 +424,9 @@ def test_recent_ids_follow_savepoints_and_transactions() -> None:
     ids.transaction_committed()
 
     ids.job_started()
-    assert ids.start_flush() == [(a, 1)]
+    assert ids.start_flush() == {a: 1}
     ids.add([(c, 3)], last_offset=3)
-    ids.indexed([a])
+    ids.finish_flush()
     assert (ids.flushing, ids.recent) == ({}, {c: 3})
     ids.transaction_rolled_back()  # everything since the commit is undone
     assert (ids.recent, ids.flushing, ids.last_offset) == ({a: 1}, {}, 1)
@@ -453,8 +454,8 @@ async def test_dedup_holds_across_two_processes_appending_to_one_file(tmp_path: 
         assert await serve.append([ev("w1"), ev("c")]) == [False, True]
         # A flush in one process indexes what the other appended as well, so
         # a crash of the other loses nothing from dedup.
-        moved, through = await serve._db.write(serve._start_flush)
-        await serve._db.write(partial(serve._write_flush_chunk, moved, through))
+        count, through = await serve._db.write(serve._start_flush)
+        await serve._db.write(partial(serve._write_flush_chunk, 1, count, through))
         assert await indexed_ids(serve) == ["a", "b", "c", "w1"]
     finally:
         await worker.close()

@@ -19,6 +19,7 @@ from rapport.core.model import Event, Identifier, Membership, Profile, Rejection
 from rapport.core.segments import SegmentDraft
 from rapport.runtime import processor as processor_module
 from rapport.runtime.processor import Processor
+from rapport.runtime.relay import Relay
 from rapport.storage.base import ProcessingBatch
 from rapport.storage.memory import MemoryEventLog, MemoryStorage, open_memory
 
@@ -78,6 +79,7 @@ class Harness:
         self.storage = storage or CountingStorage()
         self.log = MemoryEventLog()
         self.clock = VirtualClock(T0 + timedelta(days=1))
+        self.relay = Relay(self.storage, self.log, self.clock)
         self.processor = Processor(
             self.storage,
             self.log,
@@ -86,11 +88,15 @@ class Harness:
             rules or IdentityRules(),
             batch_size=batch_size,
             cache_profiles=cache_profiles,
+            on_scheduled=self.relay.notify,
         )
 
     async def feed(self, *events: Event) -> int:
+        """Append and process one step; what it scheduled for now is then delivered."""
         await self.log.append(events)
-        return await self.processor.run_once()
+        processed = await self.processor.run_once()
+        await self.relay.run_due()
+        return processed
 
     async def owner(self, type: str, value: str, ws: str = WS) -> str:
         found = await self.storage.find_profile_ids(ws, [Identifier(type, value)])
@@ -593,8 +599,8 @@ def view(n: int, product: str, at: datetime, user: str = "u") -> Event:
 
 
 async def drain(h: Harness) -> None:
-    """Process until the log is exhausted (membership events come back through it)."""
-    while await h.processor.run_once():
+    """Process and deliver until nothing is left (membership events come back through the log)."""
+    while await h.processor.run_once() + await h.relay.run_due():
         pass
 
 
@@ -607,8 +613,8 @@ async def logged_segment_events(h: Harness) -> list[tuple[str, str, dict[str, An
         event = entry.event
         if event.source != processor_module.SEGMENT_EVENT_SOURCE:
             continue
-        direction, offset, segment_id = event.message_id.split(":")
-        readable = f"{direction}:{message_ids[int(offset)]}:{segment_id}"
+        direction, offset, *rest = event.message_id.split(":")
+        readable = ":".join([direction, message_ids[int(offset)], *rest])
         found.append((event.event or "", readable, event.properties))
     return found
 
@@ -724,3 +730,194 @@ async def test_a_replayed_step_appends_its_membership_events_once() -> None:
     await drain(h)
     assert [m for _, m, _ in await logged_segment_events(h)] == ["segment-entered:m1:gold"]
     assert set((await h.profile_of("user_id", "u")).segments) == {"gold"}
+
+
+# -- outbox and segment timers ------------------------------------------------------
+
+US = timedelta(microseconds=1)
+
+
+async def timeline_events(h: Harness, profile_id: str) -> list[Event]:
+    page = await h.storage.list_profile_events(WS, profile_id, limit=100)
+    return [msgspec.json.decode(e.body, type=Event) for e in reversed(page.events)]
+
+
+async def test_s2_exits_when_the_timer_fires_an_hour_after_the_first_view_not_before() -> None:
+    h = Harness()
+    await define(h, "s2", S2)
+    # A timer event must count for nobody, even a segment that asks for it.
+    await define(h, "timed", {"event": "Segment Timer Due", "op": "gte", "value": 1})
+    first = h.clock.now()
+    for minutes in (0, 20, 50):
+        h.clock.set(first + timedelta(minutes=minutes))
+        await h.feed(view(minutes, "jacket", h.clock.now()))
+    await drain(h)
+    profile = await h.profile_of("user_id", "u")
+    assert set(profile.segments) == {"s2"}
+    due = first + timedelta(hours=1)
+    assert profile.segment_timer_at == due
+    timer = await h.storage.get_scheduled(WS, f"segments:{profile.id}")
+    assert timer is not None and timer.due_at == due
+    assert timer.event.profile_id == profile.id
+    assert timer.event.source == processor_module.TIMER_EVENT_SOURCE
+
+    h.clock.set(due - US)
+    await drain(h)
+    assert set((await h.profile_of("user_id", "u")).segments) == {"s2"}, "not a µs early"
+
+    h.clock.set(due)
+    assert await h.relay.run_due() == 1
+    await drain(h)
+    after = await h.profile_of("user_id", "u")
+    assert after.segments == {}
+    assert after.segment_timer_at is None
+    assert await h.storage.get_scheduled(WS, f"segments:{profile.id}") is None
+    # Not the customer's activity, not counted, not in the timeline.
+    assert (after.last_seen, after.event_count) == (profile.last_seen, profile.event_count)
+    assert after.aggregates == profile.aggregates
+    events = await timeline_events(h, profile.id)
+    assert [e.event for e in events[-2:]] == ["Segment Entered", "Segment Exited"]
+    exited = events[-1]
+    assert exited.timestamp == due
+    assert exited.properties == {"segment_id": "s2", "version": 1}
+    assert all(e.source != processor_module.TIMER_EVENT_SOURCE for e in events)
+    # Delivered once: a replay of the relay appends nothing new.
+    end = await h.log.end_offset()
+    await h.relay.run_due()
+    assert await h.log.end_offset() == end
+
+
+async def test_time_makes_people_enter_too() -> None:
+    h = Harness()
+    await define(h, "lapsed", {"trait": "last_order_at", "op": "before", "value": {"ago": "30d"}})
+    ordered = h.clock.now() - timedelta(days=2)
+    await h.feed(
+        make_event(1, "identify", user_id="u", traits={"last_order_at": ordered.isoformat()})
+    )
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {}
+    due = ordered + timedelta(days=30)
+    assert profile.segment_timer_at == due
+    h.clock.set(due)
+    await drain(h)
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {"lapsed": Membership(version=1, entered_at=due)}
+    assert profile.segment_timer_at is None
+    # A new order moves the trait: out again, and the timer comes back for later.
+    h.clock.advance(timedelta(days=1))
+    now = h.clock.now()
+    await h.feed(make_event(2, "identify", user_id="u", traits={"last_order_at": now.isoformat()}))
+    await drain(h)
+    profile = await h.profile_of("user_id", "u")
+    assert profile.segments == {}
+    assert profile.segment_timer_at == now + timedelta(days=30)
+
+
+async def test_an_overdue_timer_is_settled_by_the_next_customer_event() -> None:
+    h = Harness()
+    await define(h, "s2", S2)
+    first = h.clock.now()
+    for minutes in (0, 20, 50):
+        h.clock.set(first + timedelta(minutes=minutes))
+        await h.feed(view(minutes, "jacket", h.clock.now()))
+    await drain(h)
+    # The relay is late: the customer clicks something first, an hour and a bit later.
+    h.clock.set(first + timedelta(hours=1, minutes=3))
+    await h.log.append([make_event(99, user_id="u", event="Clicked")])
+    assert await h.processor.run_once() == 1
+    assert (await h.profile_of("user_id", "u")).segments == {}
+    await drain(h)
+    exits = [e for e in await logged_segment_events(h) if e[0] == "Segment Exited"]
+    assert [m for _, m, _ in exits] == ["segment-exited:m99:s2"], "the late timer changes nothing"
+
+
+async def test_a_failed_commit_emits_nothing_that_disagrees_with_storage() -> None:
+    h = Harness(storage=FailOnceStorage(3))
+    await define(h, "s2", S2)
+    first = h.clock.now()
+    await h.feed(view(1, "jacket", first), view(2, "jacket", first + timedelta(minutes=1)))
+    third = first + timedelta(minutes=2)
+    h.clock.set(third)
+    await h.log.append([view(3, "jacket", third)])
+    with pytest.raises(OSError):
+        await h.processor.run_once()
+    await h.relay.run_due()
+    assert await logged_segment_events(h) == [], "nothing emitted before the commit"
+    assert await h.storage.next_scheduled_at() is None
+    # Built again later, with another now: what goes out is what is stored.
+    h.clock.advance(timedelta(seconds=7))
+    await drain(h)
+    profile = await h.profile_of("user_id", "u")
+    entered = [e for e in await timeline_events(h, profile.id) if e.event == "Segment Entered"]
+    assert len(entered) == 1
+    assert entered[0].timestamp == profile.segments["s2"].entered_at == h.clock.now()
+    timer = await h.storage.get_scheduled(WS, f"segments:{profile.id}")
+    assert timer is not None and timer.due_at == profile.segment_timer_at == first + timedelta(
+        hours=1
+    )
+
+
+async def test_a_merge_exits_the_absorbed_profile_and_leaves_one_timer() -> None:
+    h = Harness()
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
+    await define(h, "s2", S2)
+    start = h.clock.now()
+    # The anonymous visitor is gold and hesitates over a jacket...
+    await h.feed(make_event(1, anonymous_id="a", context={"traits": {"plan": "gold"}}))
+    for n in range(3):
+        at = start + timedelta(minutes=n)
+        await h.feed(
+            msgspec.structs.replace(view(10 + n, "jacket", at), user_id=None, anonymous_id="a")
+        )
+    # ...while the known customer hesitates over shoes, a little later.
+    for n in range(3):
+        at = start + timedelta(minutes=10 + n)
+        h.clock.set(at)
+        await h.feed(view(20 + n, "shoes", at))
+    await drain(h)
+    visitor = await h.owner("anonymous_id", "a")
+    customer = await h.owner("user_id", "u")
+    assert visitor != customer
+    visitor_timer = await h.storage.get_scheduled(WS, f"segments:{visitor}")
+    assert visitor_timer is not None
+
+    await h.feed(make_event(30, "identify", user_id="u", anonymous_id="a"))
+    await drain(h)
+    merged = await h.profile_of("user_id", "u")
+    assert merged.id == customer and await h.owner("anonymous_id", "a") == customer
+    assert set(merged.segments) == {"gold", "s2"}
+    exits = [e for e in await logged_segment_events(h) if e[1].startswith("segment-exited:m30:")]
+    assert sorted((m, p["merged_into"]) for _, m, p in exits) == [
+        (f"segment-exited:m30:gold:{visitor}", customer),
+        (f"segment-exited:m30:s2:{visitor}", customer),
+    ]
+    merge_exits = [
+        e.event for e in await h.log.read(0, 1000) if e.event.message_id.endswith(f":{visitor}")
+    ]
+    assert [e.profile_id for e in merge_exits] == [visitor, visitor]
+    entered_gold = [m for n, m, _ in await logged_segment_events(h) if m.endswith(":gold")]
+    assert entered_gold[-1] == "segment-entered:m30:gold", "the customer enters under its own id"
+    # One timer: the visitor's is gone, the customer's is its own s2 exit.
+    assert await h.storage.get_scheduled(WS, f"segments:{visitor}") is None
+    assert merged.segment_timer_at == start + timedelta(minutes=10, hours=1)
+    timer = await h.storage.get_scheduled(WS, f"segments:{customer}")
+    assert timer is not None and timer.due_at == merged.segment_timer_at
+
+    # A stale timer of the absorbed profile that still went out reaches the customer, harmlessly.
+    h.clock.set(visitor_timer.due_at)
+    await h.log.append([visitor_timer.event])
+    await drain(h)
+    assert set((await h.profile_of("user_id", "u")).segments) == {"gold", "s2"}
+    assert await h.storage.resolve_profile_id(WS, visitor) == customer
+
+
+async def test_a_timer_for_a_profile_that_is_gone_is_dropped() -> None:
+    h = Harness()
+    await define(h, "s2", S2)
+    due = h.clock.now()
+    event = processor_module._timer_event(WS, "prof_gone", "segments:prof_gone", due)
+    await h.log.append([event])
+    assert await h.processor.run_once() == 1
+    assert h.processor.failed_total == 0
+    assert await h.storage.load_profiles(WS, ["prof_gone"]) == {}
+    assert await h.storage.list_rejections(WS, limit=10) == []

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
 from rapport.api import conditions, ingest, profiles, segments
+from rapport.api.computed_traits import router as computed_traits_router
 from rapport.api.errors import install_error_handlers
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
@@ -123,6 +124,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.include_router(profiles.router)
     app.include_router(conditions.router)
     app.include_router(segments.router)
+    app.include_router(computed_traits_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:

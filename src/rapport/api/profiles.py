@@ -1,8 +1,12 @@
-"""Admin API for profiles: look up, read the timeline, patch traits.
+"""Admin API for profiles: look up, read the timeline and segment history, patch traits.
 
 Profiles are addressed as ``{type}:{value}`` — any identifier (``email:dana@x.com``,
 ``user_id:42``, ``loyalty_id:L-7``) or ``id:<profile id>``. An identifier or
 profile id that was merged away still resolves to the surviving profile.
+
+A profile's current segment memberships are part of the profile (``segments``,
+committed with it); their history (``/segments/history``) comes from the
+membership index (``rapport.runtime.memberships``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
+from rapport.api.computed_traits import refuse_computed_traits
 from rapport.api.errors import ApiError
 from rapport.core.identity import normalize_identifier
 from rapport.core.model import Event, Identifier, Profile
@@ -172,6 +177,7 @@ async def patch_profile_traits(
                 f"trait names must be 1-{MAX_TRAIT_NAME} characters",
                 field=f"traits.{name}",
             )
+    await refuse_computed_traits(rapport, key.workspace_id, traits)
     idempotency_key = request.headers.get("idempotency-key", "").strip()
     if len(idempotency_key) > 99:
         raise ApiError(
@@ -200,6 +206,44 @@ async def patch_profile_traits(
         return json_response({"status": "accepted", "message_id": event.message_id}, 202)
     updated = await resolve_profile(rapport, key.workspace_id, f"id:{profile.id}")
     return json_response(await profile_body(rapport, updated))
+
+
+@router.get(
+    "/{ref:path}/segments/history",
+    summary="A profile's segment entries and exits, newest first",
+)
+async def get_profile_segment_history(
+    ref: str,
+    request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    before: int | None = Query(None, ge=1, description="`next_before` from the previous page"),
+    key: ApiKey = Depends(require_secret_key),
+) -> Response:
+    """From the membership index (which trails processing by milliseconds),
+    including the changes of the profiles merged into this one; each item
+    names the profile id it happened to."""
+    rapport = get_rapport(request)
+    profile = await resolve_profile(rapport, key.workspace_id, ref)
+    page = await rapport.storage.list_segment_history(
+        key.workspace_id, [profile.id, *profile.merged_from], limit=limit, before=before
+    )
+    return json_response(
+        {
+            "profile_id": profile.id,
+            "history": [
+                {
+                    "segment_id": change.segment_id,
+                    "change": "entered" if change.entered else "exited",
+                    "version": change.version,
+                    "at": _time(change.at),
+                    "profile_id": change.profile_id,
+                    "offset": change.offset,
+                }
+                for change in page.changes
+            ],
+            "next_before": page.next_before,
+        }
+    )
 
 
 @router.get("/{ref:path}", summary="A profile by any of its identifiers, or id:<profile id>")

@@ -8,6 +8,11 @@ Conditions may read other segments (``in_segment``): those must exist in the
 workspace, may not lead back to the segment itself, and a segment others read
 cannot be deleted. Deleting is soft (see ``rapport.core.segments``): the id
 can be used again and its versions go on counting.
+
+Answers about an active segment carry its ``size``, and
+``GET /api/segments/{id}/members`` pages its members: both come from the
+membership index (``rapport.runtime.memberships``), a count and a keyset
+page, never a scan of the segment.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
@@ -41,6 +46,8 @@ from rapport.storage.base import ApiKey
 router = APIRouter(prefix="/api/segments", tags=["segments"])
 
 _ENCODER = msgspec.json.Encoder()
+MAX_MEMBERS_PAGE = 1000
+MAX_CURSOR_LENGTH = 200
 _FIELDS = frozenset(("id", "name", "description", "kind", "condition"))
 
 _S2_EXAMPLE = {
@@ -96,7 +103,8 @@ def _time(value: datetime) -> str:
     return value.isoformat()
 
 
-def segment_body(definition: SegmentDefinition) -> dict[str, Any]:
+def segment_body(definition: SegmentDefinition, size: int | None = None) -> dict[str, Any]:
+    """The definition as answered; ``size`` (current members, from the index) if given."""
     body: dict[str, Any] = {
         "id": definition.id,
         "name": definition.name,
@@ -117,7 +125,14 @@ def segment_body(definition: SegmentDefinition) -> dict[str, Any]:
             "consents": sorted(compiled.consents),
         }
         body["time_dependent"] = compiled.time_dependent
+    if size is not None:
+        body["size"] = size
     return body
+
+
+async def _with_size(rapport: Rapport, definition: SegmentDefinition) -> dict[str, Any]:
+    sizes = await rapport.storage.segment_sizes(definition.workspace_id, [definition.id])
+    return segment_body(definition, sizes[definition.id])
 
 
 def _check_id(segment_id: str, field: str) -> None:
@@ -259,7 +274,7 @@ async def create_segment(
             f"Segment {segment_id!r} already exists; PUT /api/segments/{segment_id} updates it",
             field="id",
         ) from None
-    return _json(segment_body(stored), 201)
+    return _json(await _with_size(rapport, stored), 201)
 
 
 @router.put(
@@ -281,7 +296,7 @@ async def put_segment(
     draft = await _draft(rapport, key, segment_id, body)
     existed = await rapport.storage.get_segment(key.workspace_id, segment_id) is not None
     stored = await rapport.storage.put_segment(draft, rapport.clock.now())
-    return _json(segment_body(stored), 200 if existed else 201)
+    return _json(await _with_size(rapport, stored), 200 if existed else 201)
 
 
 @router.get("", summary="The workspace's segment definitions, by id")
@@ -290,7 +305,8 @@ async def list_segments(
 ) -> Response:
     rapport = get_rapport(request)
     definitions = await rapport.storage.list_segments(key.workspace_id)
-    return _json({"segments": [segment_body(d) for d in definitions]})
+    sizes = await rapport.storage.segment_sizes(key.workspace_id, [d.id for d in definitions])
+    return _json({"segments": [segment_body(d, sizes[d.id]) for d in definitions]})
 
 
 @router.get("/{segment_id}", summary="A segment definition (its latest version)")
@@ -301,7 +317,55 @@ async def get_segment(
     found = await rapport.storage.get_segment(key.workspace_id, segment_id)
     if found is None:
         raise _not_found(segment_id)
-    return _json(segment_body(found))
+    return _json(await _with_size(rapport, found))
+
+
+@router.get(
+    "/{segment_id}/members",
+    summary="A segment's current members, by profile id, paged",
+)
+async def list_members(
+    segment_id: str,
+    request: Request,
+    key: Annotated[ApiKey, Depends(require_secret_key)],
+    limit: Annotated[int, Query(ge=1, le=MAX_MEMBERS_PAGE)] = 100,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_CURSOR_LENGTH,
+            description="`next_after` from the previous page",
+        ),
+    ] = None,
+) -> Response:
+    """From the membership index, which trails processing by milliseconds
+    (see docs/segments.md). Pages follow profile ids: no profile shows twice
+    across pages, and one that enters or leaves while a client pages may or
+    may not show."""
+    rapport = get_rapport(request)
+    found = await rapport.storage.get_segment(key.workspace_id, segment_id)
+    if found is None:
+        raise _not_found(segment_id)
+    page = await rapport.storage.list_segment_members(
+        key.workspace_id, segment_id, limit=limit, after=after
+    )
+    sizes = await rapport.storage.segment_sizes(key.workspace_id, [segment_id])
+    return _json(
+        {
+            "segment_id": segment_id,
+            "version": found.version,
+            "size": sizes[segment_id],
+            "members": [
+                {
+                    "profile_id": m.profile_id,
+                    "entered_at": _time(m.entered_at),
+                    "version": m.version,
+                }
+                for m in page.members
+            ],
+            "next_after": page.next_after,
+        }
+    )
 
 
 @router.delete("/{segment_id}", summary="Delete a segment definition")

@@ -127,6 +127,29 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     Kept encoded: a profile is decoded for every event, but an event touches
     few of its aggregates, so only those are decoded (``core.segments``).
     """
+    segment_timer_at: datetime | None = None
+    """When the profile's pending segment timer is due: the earliest instant at
+    which time alone may change one of its memberships (``core.segments``).
+    ``None``: no timer is scheduled. Kept with the profile so the runtime
+    writes the stored timer only when this instant moves.
+    """
+
+
+class ScheduledEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """An internal event to append to the event log once ``due_at`` has come.
+
+    Timers ("re-evaluate this profile's segments at 13:00") and the outbox
+    of internal events a processing step emits are both rows of this kind,
+    keyed by ``(workspace_id, key)``: a key holds at most one row, and
+    writing the key again replaces it (a timer moved). ``event`` carries a
+    message id derived from what scheduled it, so delivering a row twice
+    appends it once.
+    """
+
+    workspace_id: str
+    key: str
+    due_at: datetime
+    event: Event
 
 
 class MergeRecord(msgspec.Struct, kw_only=True, gc=False):

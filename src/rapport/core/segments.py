@@ -22,19 +22,27 @@ before and after one event, feeds the event to the aggregates that count it
 affect -- in an order where a segment comes after the segments it reads --
 and returns the new memberships and the changes, for the runtime to turn
 into ``Segment Entered`` / ``Segment Exited`` events.
+
+Time alone changes memberships too (a view ageing out of a one-hour
+window). ``next_membership_change`` tells the runtime when that may next
+happen for a profile, so it can store a timer; at the timer,
+``refresh_memberships`` re-evaluates the segments time can change, with no
+event fed to any aggregate.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
+from rapport.core.computed_traits.definitions import is_computed_state_id
 from rapport.core.conditions import (
     AggregateReading,
     AggregateState,
@@ -44,7 +52,9 @@ from rapport.core.conditions import (
     ProfileContext,
     compile_condition,
 )
-from rapport.core.conditions.instants import to_micros
+from rapport.core.conditions.compile import NextChange
+from rapport.core.conditions.context import EvaluationContext
+from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Membership, Profile
 
 SEGMENT_ID_PATTERN: Final = r"[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?"
@@ -61,6 +71,10 @@ SUPPORTED_KINDS: Final = frozenset((DYNAMIC,))
 
 ACTIVE: Final = "active"
 DELETED: Final = "deleted"
+
+_NEVER: Final = 2**63
+MAX_LOOKAHEAD: Final = 16
+"""Evaluations ``next_membership_change`` spends before settling for a lower bound."""
 
 
 class SegmentDefinition(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,6 +225,19 @@ class SegmentCatalog:
         self.by_consent: dict[str, set[int]] = {}
         self.readers: dict[str, set[int]] = {}
         """Segment id -> the positions of the segments whose condition reads it."""
+        self.by_aggregate: dict[str, set[int]] = {}
+        self.time_dependent: tuple[int, ...] = tuple(
+            position
+            for position, segment in enumerate(self.segments)
+            if segment.condition.time_dependent
+        )
+        """Positions of the segments whose membership time alone can change."""
+        self.time_bounds: dict[int, NextChange] = {}
+        """Position -> when time alone may next change the segment's value (``_time_bound``)."""
+        for position in self.time_dependent:
+            bound = _time_bound(self.segments[position].definition.condition)
+            if bound is not None:
+                self.time_bounds[position] = bound
         for position, segment in enumerate(self.segments):
             condition = segment.condition
             for aggregate_id, spec in condition.aggregates.items():
@@ -224,6 +251,7 @@ class SegmentCatalog:
                 (self.by_trait, condition.traits),
                 (self.by_consent, condition.consents),
                 (self.readers, condition.segments),
+                (self.by_aggregate, condition.aggregates),
             ):
                 for name in names:
                     index.setdefault(name, set()).add(position)
@@ -265,9 +293,231 @@ def update_memberships(
         for segment_id in sorted(gone):
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
 
+    queued = _affected(catalog, before, after, event)
+    return _evaluate(catalog, after, states, members, changes, queued, now)
+
+
+def reevaluate_segments(
+    catalog: SegmentCatalog, profile: Profile, segment_ids: Iterable[str], now: datetime
+) -> tuple[Profile, list[MembershipChange]]:
+    """``profile`` with the given segments (and those reading them) evaluated at ``now``.
+
+    No event is involved: this is what a backfill does to a quiet profile
+    when a definition is created or changed. Ids not in the catalog (deleted
+    or static segments) make the profile leave them if it is a member.
+    """
+    members = profile.segments
+    changes: list[MembershipChange] = []
+    queued: set[int] = set()
+    for segment_id in segment_ids:
+        position = catalog.position.get(segment_id)
+        if position is not None:
+            queued.add(position)
+        elif segment_id in members:
+            members = dict(members)
+            changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
+    if not queued and not changes:
+        return profile, []
+    states = _AggregateStates(catalog, profile, now)
+    return _evaluate(catalog, profile, states, members, changes, queued, now)
+
+
+def refresh_memberships(
+    catalog: SegmentCatalog, profile: Profile, now: datetime
+) -> tuple[Profile, list[MembershipChange]]:
+    """``profile`` with the memberships time may have changed re-evaluated at ``now``.
+
+    What a timer does: no event is fed to any aggregate (they are read at
+    ``now``, so what aged out no longer counts); the time-dependent segments
+    are evaluated, with those recorded under another version and those
+    reading a membership that changes; members of segments that no longer
+    exist leave them.
+    """
+    members = profile.segments
+    gone = sorted(segment_id for segment_id in members if segment_id not in catalog.versions)
+    changes: list[MembershipChange] = []
+    if gone:
+        members = dict(members)
+        for segment_id in gone:
+            changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
+    queued = set(catalog.time_dependent)
+    queued.update(_outdated(catalog, profile))
+    if not queued and not changes:
+        return profile, []
+    states = _AggregateStates(catalog, profile, now)
+    return _evaluate(catalog, profile, states, members, changes, queued, now)
+
+
+def next_membership_change(
+    catalog: SegmentCatalog, profile: Profile, now: datetime, since: Profile | None = None
+) -> datetime | None:
+    """The earliest instant after ``now`` at which time alone may change a membership.
+
+    ``None`` when nothing but an event can change one. Each time-dependent
+    segment's condition gives a lower bound (``next_change``); the bounds are
+    visited earliest first, the condition is evaluated at each as if no event
+    came in between (one that does makes the runtime ask again), and the
+    first instant where the value differs from the recorded membership is
+    the answer; a segment whose value stays gives its next bound. After
+    ``MAX_LOOKAHEAD`` evaluations the earliest bound left is returned: the
+    timer re-evaluates there and looks further. So a non-member whose views
+    can only age out gets no timer, and a member gets one at the instant it
+    leaves.
+
+    ``since`` is the same profile when this was last asked (the answer is its
+    ``segment_timer_at``), if that answer is not due yet: then only the
+    segments whose inputs differ are looked at, and the old answer stands
+    for the others. It is still a lower bound for them, but may come early
+    if it came from a segment whose change this event pushed back: such a
+    timer re-evaluates, finds nothing, and asks again without ``since``.
+    """
+    if not catalog.time_bounds:
+        return None
+    kept: datetime | None = None
+    positions: Iterable[int] = catalog.time_bounds
+    if since is not None and (since.segment_timer_at is None or since.segment_timer_at > now):
+        kept = since.segment_timer_at
+        positions = _changed_inputs(catalog, since, profile)
+        if not positions:
+            return kept
+    before = None if kept is None else to_micros(kept)
+    found = _first_change(catalog, profile, now, positions, before=before)
+    return kept if found is None else from_micros(found)
+
+
+def _first_change(
+    catalog: SegmentCatalog,
+    profile: Profile,
+    now: datetime,
+    positions: Iterable[int],
+    before: int | None = None,
+) -> int | None:
+    """``next_membership_change`` over the segments at ``positions``, in microseconds.
+
+    Only instants earlier than ``before`` are of interest (None when none is).
+    """
+    now_us = to_micros(now)
+    states = _AggregateStates(catalog, profile, now)
+    contexts: dict[int, ProfileContext] = {}
+
+    def context_at(instant: int) -> ProfileContext:
+        context = contexts.get(instant)
+        if context is None:
+            context = ProfileContext(
+                profile,
+                from_micros(instant),
+                segments=profile.segments,
+                read_aggregate=states.at(instant).read,
+            )
+            contexts[instant] = context
+        return context
+
+    pending: list[tuple[int, int]] = []
+    """``(bound, position)``, a heap: when each segment may next change."""
+    here = context_at(now_us)
+    bounds = catalog.time_bounds
+    horizon = _NEVER if before is None else before
+    for position in positions:
+        bound = bounds[position](here, now_us)
+        if bound is not None and now_us < bound < horizon:
+            pending.append((bound, position))
+    heapq.heapify(pending)
+    segments = catalog.segments
+    for _ in range(MAX_LOOKAHEAD):
+        if not pending:
+            return None
+        bound, position = heapq.heappop(pending)
+        segment = segments[position]
+        context = context_at(bound)
+        if segment.condition.evaluate(context) != (segment.definition.id in profile.segments):
+            return bound
+        following = bounds[position](context, bound)
+        if following is not None and bound < following < horizon:
+            heapq.heappush(pending, (following, position))
+    # Looked far enough: the timer re-evaluates there and looks further.
+    return pending[0][0] if pending else None
+
+
+def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) -> set[int]:
+    """Positions (among ``time_bounds``) of the segments whose inputs or membership differ."""
+    changed: set[int] = set()
+    if before.aggregates is not after.aggregates:
+        for aggregate_id, readers in catalog.by_aggregate.items():
+            if before.aggregates.get(aggregate_id) != after.aggregates.get(aggregate_id):
+                changed.update(readers)
+    if before.traits is not after.traits:
+        for name, readers in catalog.by_trait.items():
+            old, new = before.traits.get(name), after.traits.get(name)
+            if (None if old is None else old.value) != (None if new is None else new.value):
+                changed.update(readers)
+    if before.consent is not after.consent:
+        for name, readers in catalog.by_consent.items():
+            old_consent, new_consent = before.consent.get(name), after.consent.get(name)
+            old_granted = None if old_consent is None else old_consent.granted
+            if old_granted != (None if new_consent is None else new_consent.granted):
+                changed.update(readers)
+    if before.segments is not after.segments:
+        for segment_id in before.segments.keys() ^ after.segments.keys():
+            changed.update(catalog.readers.get(segment_id, ()))
+            position = catalog.position.get(segment_id)
+            if position is not None:
+                changed.add(position)
+    return {position for position in changed if position in catalog.time_bounds}
+
+
+def _time_bound(tree: Any) -> NextChange | None:
+    """The condition's ``next_change``, ``None`` where time cannot change its value now.
+
+    ``next_change`` of ``all``/``any`` is the earliest of its parts' even
+    when a part that time cannot change already decides the value (gold
+    customers who viewed 3 times in an hour: a silver customer's views
+    ageing out change nothing). Here such a part is tested first, and while
+    it decides, no instant is given: most profiles then need no timer at
+    all, and the others none for nothing.
+    """
+    if "all" in tree or "any" in tree:
+        deciding = "all" not in tree
+        """The value of a part that decides: False for ``all``, True for ``any``."""
+        timeless: list[Callable[[EvaluationContext], bool]] = []
+        timed: list[NextChange] = []
+        for child in tree["any" if deciding else "all"]:
+            bound = _time_bound(child)
+            if bound is None:
+                timeless.append(compile_condition(child).evaluate)
+            else:
+                timed.append(bound)
+        if not timed:
+            return None
+
+        def next_change(context: EvaluationContext, now: int) -> int | None:
+            for test in timeless:
+                if test(context) == deciding:
+                    return None
+            earliest: int | None = None
+            for bound in timed:
+                instant = bound(context, now)
+                if instant is not None and (earliest is None or instant < earliest):
+                    earliest = instant
+            return earliest
+
+        return next_change
+    if "not" in tree:
+        return _time_bound(tree["not"])
+    return compile_condition(tree).next_change_micros
+
+
+def _evaluate(
+    catalog: SegmentCatalog,
+    after: Profile,
+    states: _AggregateStates,
+    members: dict[str, Membership],
+    changes: list[MembershipChange],
+    queued: set[int],
+    now: datetime,
+) -> tuple[Profile, list[MembershipChange]]:
+    """Evaluate the ``queued`` positions of ``after`` (whose memberships are now ``members``)."""
     # Evaluated in catalog order (a segment after those it reads); a change
     # queues the segments reading the one that changed, which come later.
-    queued = _affected(catalog, before, after, event)
     pending = sorted(queued)
     # One context for the whole event: aggregates are read (and reduced,
     # once) only when a condition asks; only ``segments`` changes between
@@ -333,11 +583,18 @@ def _affected(
             old_granted = None if old_consent is None else old_consent.granted
             if old_granted != (None if new_consent is None else new_consent.granted):
                 affected.update(readers)
-    versions = catalog.versions
-    for segment_id, membership in after.segments.items():
-        if versions.get(segment_id, membership.version) != membership.version:
-            affected.add(catalog.position[segment_id])
+    affected.update(_outdated(catalog, after))
     return affected
+
+
+def _outdated(catalog: SegmentCatalog, profile: Profile) -> list[int]:
+    """Positions of the segments ``profile`` is a member of under another version."""
+    versions = catalog.versions
+    return [
+        catalog.position[segment_id]
+        for segment_id, membership in profile.segments.items()
+        if versions.get(segment_id, membership.version) != membership.version
+    ]
 
 
 class _AggregateStates:
@@ -360,6 +617,19 @@ class _AggregateStates:
             self._decoded[aggregate_id] = state
         return state
 
+    def at(self, now: int) -> _AggregateStates:
+        """The same (unobserved) states read at another instant, sharing what is decoded."""
+        if now == self._now:
+            return self
+        other = object.__new__(_AggregateStates)
+        other._catalog = self._catalog
+        other._stored = self._stored
+        other._now = now
+        other._decoded = self._decoded
+        other._readings = {}
+        other._changed = self._changed
+        return other
+
     def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event, at: int) -> None:
         """Feed ``event`` (at ``at`` microseconds) to one aggregate."""
         before = self._state(aggregate_id)
@@ -381,9 +651,16 @@ class _AggregateStates:
         """What to store: changed states re-encoded; states no segment reads any more dropped."""
         stored = self._stored
         live = self._catalog.aggregators
-        if not self._changed and all(aggregate_id in live for aggregate_id in stored):
+        # Computed traits keep their states here too, under their own ids.
+        if not self._changed and all(
+            aggregate_id in live or is_computed_state_id(aggregate_id) for aggregate_id in stored
+        ):
             return stored
-        out = {aggregate_id: raw for aggregate_id, raw in stored.items() if aggregate_id in live}
+        out = {
+            aggregate_id: raw
+            for aggregate_id, raw in stored.items()
+            if aggregate_id in live or is_computed_state_id(aggregate_id)
+        }
         for aggregate_id in self._changed:
             state = self._decoded[aggregate_id]
             if state.keys:

@@ -24,10 +24,32 @@ aggregates and segment memberships are updated, evaluating only the segments
 the event can affect. Definitions are loaded per workspace and reloaded when
 ``segments_revision`` moves (checked once per step). Each membership change
 becomes an internal ``Segment Entered`` / ``Segment Exited`` track event
-(source ``rapport:segments``) addressed to the profile; a step appends those
-to the event log before it commits, with message ids derived from the
-triggering event's offset, so a replayed step appends nothing twice. They
-then travel the normal path like any other event.
+(source ``rapport:segments``) addressed to the profile, with a message id
+derived from the triggering event's offset. A step never appends them to
+the log itself: it writes them as scheduled events due now
+(``ProcessingBatch.scheduled``, the outbox) in the same commit as the
+profiles, and the relay (``relay``) appends them once that commit is
+durable, woken by ``on_scheduled``. So an emitted event always agrees with
+what storage holds, even when a failed commit makes the step be built again
+with another ``now``. They then travel the normal path like any other event.
+A merge emits ``Segment Exited`` for every segment the merged-away profile
+was in, addressed to that profile's id (the merged profile is re-evaluated
+against every segment and enters under its own id).
+
+Timers: once a step is built, each profile it changed gets the earliest
+instant at which time alone may change one of its memberships
+(``next_membership_change``; only the segments whose inputs the step
+changed are looked at again, the previous instant standing for the
+others), kept in ``Profile.segment_timer_at`` and stored as one scheduled
+row per profile (key ``segments:<profile id>``): written when the instant
+moves, deleted when there is none. The relay delivers it when due as a
+``Segment Timer Due`` track event (source ``rapport:timers``); handling it
+re-evaluates the profile's time-dependent segments
+(``refresh_memberships``) and schedules the next one. It is not the
+customer's activity: it moves neither ``last_seen`` nor ``event_count``,
+feeds no aggregate and is not kept in the timeline. A customer event that
+finds the profile's timer overdue (the relay lagging) does the same
+re-evaluation first, so memberships are right as of each event.
 
 Failures:
 
@@ -47,7 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,6 +77,7 @@ import msgspec
 import structlog
 
 from rapport.core.clock import Clock
+from rapport.core.computed_traits import apply_computed_traits
 from rapport.core.identity import (
     EventClaims,
     IdentityRules,
@@ -70,12 +93,21 @@ from rapport.core.model import (
     Identifier,
     LogEntry,
     MergeRecord,
+    Profile,
     ProfileEvent,
     Rejection,
+    ScheduledEvent,
     dump_json,
 )
 from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
-from rapport.core.segments import MembershipChange, update_memberships
+from rapport.core.segments import (
+    MembershipChange,
+    SegmentCatalog,
+    next_membership_change,
+    refresh_memberships,
+    update_memberships,
+)
+from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.runtime.working_set import SegmentCatalogs, WorkspaceState, load_states
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
@@ -95,6 +127,10 @@ FAILURE_CODE = "processing_failed"
 SEGMENT_EVENT_SOURCE = "rapport:segments"
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
+TIMER_EVENT_SOURCE = "rapport:timers"
+SEGMENT_TIMER = "Segment Timer Due"
+OUTBOX_KEY_PREFIX = "outbox:"
+SEGMENT_TIMER_KEY_PREFIX = "segments:"
 
 
 @dataclass
@@ -114,8 +150,6 @@ class _Step:
     batch: ProcessingBatch
     failures: list[Rejection]
     states: dict[str, WorkspaceState]
-    emitted: list[Event]
-    """Internal events (segment membership changes) to append to the log before committing."""
 
 
 class Processor:
@@ -129,8 +163,13 @@ class Processor:
         consumer: str = "profiles",
         batch_size: int = 500,
         cache_profiles: int = 0,
+        on_scheduled: Callable[[], None] | None = None,
     ) -> None:
-        """``cache_profiles`` bounds the cache of committed profiles (0: no cache)."""
+        """``cache_profiles`` bounds the cache of committed profiles (0: no cache).
+
+        ``on_scheduled`` is called after a commit that scheduled events (the
+        relay's ``notify``).
+        """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._storage = storage
@@ -142,7 +181,9 @@ class Processor:
         self.batch_size = batch_size
         self._offset: int | None = None
         self._cache = ProfileCache(cache_profiles)
+        self.on_scheduled = on_scheduled
         self._catalogs = SegmentCatalogs(storage)
+        self._computed = ComputedTraitCatalogs(storage)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
@@ -258,6 +299,8 @@ class Processor:
                 # not hold the step, and the upcoming step was built on it.
                 self._cache.clear()
                 raise
+        if step.batch.scheduled and self.on_scheduled is not None:
+            self.on_scheduled()
         for state in step.states.values():
             state.remember(self._cache)
         self._upcoming = upcoming
@@ -268,10 +311,6 @@ class Processor:
         return step.consumed
 
     async def _commit(self, step: _Step) -> None:
-        # Appended first: if the commit then fails, the step is replayed and
-        # appends the same message ids again, which the log drops as duplicates.
-        if step.emitted:
-            await self._log.append(step.emitted)
         if step.failures:
             await self._storage.record_rejections(step.failures)
         await self._storage.commit_processing(step.batch)
@@ -340,6 +379,7 @@ class Processor:
 
         states = await self._load_states(scanned, previous)
         catalogs = await self._catalogs.for_workspaces(states)
+        computed = await self._computed.for_workspaces(states)
 
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
@@ -347,9 +387,22 @@ class Processor:
         placed: list[_Placed] = []
         merges: list[MergeRecord] = []
         emitted: list[Event] = []
+        cancelled: list[tuple[str, str]] = []
+        """Timers of profiles merged away."""
+        refreshed: set[str] = set()
+        """Profiles whose time-dependent memberships were evaluated at ``now``."""
+        loaded = {ws: dict(state.profiles) for ws, state in states.items()}
+        """The profiles as they were when their timers were last computed."""
         for entry, scan in scanned:
             event = entry.event
             state = states[event.workspace_id]
+            catalog = catalogs[event.workspace_id]
+            if event.source == TIMER_EVENT_SOURCE:
+                try:
+                    emitted.extend(self._on_timer(entry, state, catalog, refreshed, now))
+                except Exception as exc:  # one bad event must not stop the others: recorded
+                    failures.append(self._failed(entry, exc))
+                continue
             try:
                 claims = add_alias_claims(scan, event, self._rules, state.owners)
                 if claims.profile_id is not None:
@@ -366,8 +419,10 @@ class Processor:
                 if profile is None:
                     profile = new_profile(resolution.profile_id, event.workspace_id, now)
                 moved: dict[Identifier, str] = {}
+                losers: list[Profile] = []
                 for merge in resolution.merges:
                     loser = state.profiles[merge.loser]
+                    losers.append(loser)
                     profile = merge_profiles(profile, loser, now)
                     moved.update(dict.fromkeys(loser.identifiers, profile.id))
                 if resolution.attached:
@@ -379,22 +434,39 @@ class Processor:
                     # reads) nor count as one of the customer's events. It is
                     # still in the timeline, and segments may aggregate it.
                     profile = apply_event(profile, event, now)
-                profile, changes = update_memberships(
-                    catalogs[event.workspace_id], prior, profile, event, now
-                )
+                    # Customer events only (the core skips rapport:* sources).
+                    profile = apply_computed_traits(
+                        computed[event.workspace_id], profile, event, now
+                    )
+                changes: list[MembershipChange] = []
+                overdue = profile.segment_timer_at is not None and profile.segment_timer_at <= now
+                if overdue and prior is not None and profile.id not in refreshed:
+                    # The relay has not delivered the timer yet: what time
+                    # changed is settled before the event is evaluated.
+                    profile, changes = refresh_memberships(catalog, profile, now)
+                profile, event_changes = update_memberships(catalog, prior, profile, event, now)
+                changes.extend(event_changes)
                 membership_events = [
                     _membership_event(entry, profile.id, change, now) for change in changes
                 ]
+                for loser in losers:
+                    membership_events.extend(_merged_away_events(entry, loser, profile.id, now))
                 body = dump_json(event)
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(self._failed(entry, exc))
                 continue
             # Nothing below can fail: the working set changes only for events
             # that were processed completely.
-            for merge in resolution.merges:
-                del state.profiles[merge.loser]
-                state.redirects[merge.loser] = profile.id
-                state.changed_profiles.discard(merge.loser)
+            for loser in losers:
+                del state.profiles[loser.id]
+                state.redirects[loser.id] = profile.id
+                state.changed_profiles.discard(loser.id)
+                if loser.segment_timer_at is not None:
+                    # Harmless if it still fired (it would reach the winner),
+                    # but the winner gets a timer of its own below.
+                    cancelled.append((event.workspace_id, _timer_key(loser.id)))
+            if prior is None or overdue:
+                refreshed.add(profile.id)
             state.owners.update(moved)
             state.changed_identifiers.update(moved)
             state.profiles[profile.id] = profile
@@ -406,6 +478,19 @@ class Processor:
                 _log_refusals(event, resolution.refused)
 
         batch = ProcessingBatch(consumer=self.consumer, offset=entries[-1].offset, merges=merges)
+        batch.scheduled = [
+            ScheduledEvent(
+                workspace_id=event.workspace_id,
+                key=OUTBOX_KEY_PREFIX + event.message_id,
+                due_at=now,
+                event=event,
+            )
+            for event in emitted
+        ]
+        batch.unscheduled = cancelled
+        for ws, state in states.items():
+            known = {p: loaded[ws][p] for p in loaded[ws].keys() - refreshed}
+            self._schedule_timers(state, catalogs[ws], known, batch, now)
         for item in placed:
             event = item.entry.event
             batch.events.append(
@@ -427,7 +512,66 @@ class Processor:
                 (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
             )
             batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
-        return _Step(after, len(entries), batch, failures, states, emitted)
+        return _Step(after, len(entries), batch, failures, states)
+
+    def _on_timer(
+        self,
+        entry: LogEntry,
+        state: WorkspaceState,
+        catalog: SegmentCatalog,
+        refreshed: set[str],
+        now: datetime,
+    ) -> list[Event]:
+        """Handle a segment timer: re-evaluate what time changed; return the membership events."""
+        event = entry.event
+        profile = state.profiles.get(state.live(event.profile_id or ""))
+        if profile is None:
+            # Its profile is gone (erased): nothing to evaluate, nothing to store.
+            log.info("timers.unknown_profile", workspace_id=event.workspace_id, offset=entry.offset)
+            return []
+        profile, changes = refresh_memberships(catalog, profile, now)
+        state.profiles[profile.id] = profile
+        state.changed_profiles.add(profile.id)
+        refreshed.add(profile.id)
+        return [_membership_event(entry, profile.id, change, now) for change in changes]
+
+    def _schedule_timers(
+        self,
+        state: WorkspaceState,
+        catalog: SegmentCatalog,
+        known: dict[str, Profile],
+        batch: ProcessingBatch,
+        now: datetime,
+    ) -> None:
+        """Move, set or cancel the segment timer of every profile the step changed.
+
+        ``known``: profiles as the step found them, whose timer was computed
+        then (the others -- new, merged, re-evaluated for time -- get a full
+        computation).
+        """
+        ws = state.workspace_id
+        for profile_id in sorted(state.changed_profiles):
+            profile = state.profiles[profile_id]
+            if profile.segment_timer_at is None and not catalog.time_bounds:
+                continue
+            try:
+                due = next_membership_change(catalog, profile, now, known.get(profile_id))
+            except Exception as exc:  # a timer must not cost the step: the old one stays
+                log.error(
+                    "timers.schedule_failed", workspace_id=ws, profile_id=profile_id, exc_info=exc
+                )
+                continue
+            if due == profile.segment_timer_at:
+                continue
+            state.profiles[profile_id] = msgspec.structs.replace(profile, segment_timer_at=due)
+            key = _timer_key(profile_id)
+            if due is None:
+                batch.unscheduled.append((ws, key))
+            else:
+                timer = _timer_event(ws, profile_id, key, due)
+                batch.scheduled.append(
+                    ScheduledEvent(workspace_id=ws, key=key, due_at=due, event=timer)
+                )
 
     async def _load_states(
         self,
@@ -476,6 +620,58 @@ def _membership_event(
         received_at=now,
         source=SEGMENT_EVENT_SOURCE,
         properties={"segment_id": change.segment_id, "version": change.version},
+        profile_id=profile_id,
+    )
+
+
+def _merged_away_events(
+    trigger: LogEntry, loser: Profile, winner_id: str, now: datetime
+) -> list[Event]:
+    """``Segment Exited`` for each segment ``loser`` was in, addressed to ``loser``'s id.
+
+    Whoever tracks memberships by profile id sees every entry matched by an
+    exit of the same id; the merged profile enters, under its own id, the
+    segments it matches. ``merged_into`` tells such an exit from a real one.
+    """
+    return [
+        Event(
+            workspace_id=trigger.event.workspace_id,
+            message_id=f"segment-exited:{trigger.offset}:{segment_id}:{loser.id}",
+            type="track",
+            event=SEGMENT_EXITED,
+            timestamp=now,
+            received_at=now,
+            source=SEGMENT_EVENT_SOURCE,
+            properties={
+                "segment_id": segment_id,
+                "version": membership.version,
+                "merged_into": winner_id,
+            },
+            profile_id=loser.id,
+        )
+        for segment_id, membership in sorted(loser.segments.items())
+    ]
+
+
+def _timer_key(profile_id: str) -> str:
+    return SEGMENT_TIMER_KEY_PREFIX + profile_id
+
+
+def _timer_event(workspace_id: str, profile_id: str, key: str, due: datetime) -> Event:
+    """The event a profile's segment timer delivers at ``due``.
+
+    Its message id names the profile and the instant, so delivering it
+    twice appends it once.
+    """
+    return Event(
+        workspace_id=workspace_id,
+        message_id=f"timer:{key}:{due.isoformat()}",
+        type="track",
+        event=SEGMENT_TIMER,
+        timestamp=due,
+        received_at=due,
+        source=TIMER_EVENT_SOURCE,
+        properties={"timer": key},
         profile_id=profile_id,
     )
 

@@ -2,8 +2,9 @@
 
 ``Rapport.open(settings)`` picks the backends from the settings (SQLite files
 by default, PostgreSQL for ``postgresql://`` URLs), ``start()`` launches the
-processor and housekeeping tasks, ``close()`` stops them and drains writes.
-The HTTP layer and the CLI only talk to this object.
+processor (with the relay of its scheduled events) and housekeeping tasks,
+``close()`` stops them and drains writes. The HTTP layer and the CLI only
+talk to this object.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from rapport.core.identity import IdentityRules
 from rapport.core.ids import IdGenerator
 from rapport.runtime.clock import RandomIds, SystemClock
 from rapport.runtime.keys import generate_key, hash_key
+from rapport.runtime.memberships import MembershipIndexer
 from rapport.runtime.metrics import Metrics
 from rapport.runtime.processor import Processor
+from rapport.runtime.relay import Relay
 from rapport.settings import Settings
 from rapport.storage.base import ApiKey, EventLog, Storage
 
@@ -126,6 +129,13 @@ class Rapport:
             self.rules,
             batch_size=settings.processing_batch_size,
         )
+        # Scheduled internal events (outbox, segment timers) reach the log
+        # through the relay, which runs wherever the processor runs.
+        self.relay = Relay(storage, event_log, self.clock, on_appended=self._internal_appended)
+        self.processor.on_scheduled = self.relay.notify
+        # The membership index follows the log; the relay wakes it when it
+        # appends (membership events come that way), and so does processing.
+        self.memberships = MembershipIndexer(storage, event_log, upstream=self.processor)
         self.lag = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,6 +165,40 @@ class Rapport:
             self._tasks.append(
                 asyncio.create_task(self.processor.run(self._stop), name="rapport-processor")
             )
+            self._tasks.append(
+                asyncio.create_task(self.relay.run(self._stop), name="rapport-relay")
+            )
+            await self.memberships.load_offset()
+            self._tasks.append(
+                asyncio.create_task(self.memberships.run(self._stop), name="rapport-memberships")
+            )
+
+    def _internal_appended(self) -> None:
+        """The relay appended internal events: wake the consumers of the log."""
+        self.processor.notify()
+        self.memberships.notify()
+
+    async def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every event in the log is processed and no scheduled event is due.
+
+        Internal events reach the log through the relay after the commit that
+        scheduled them, so "processed up to the end of the log" alone can be
+        true for a moment while more is on its way. Returns False on timeout.
+        Timers due later do not count (a virtual clock has to be moved).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while True:
+                    end = await self.event_log.end_offset()
+                    if not await self.processor.wait_processed(end, timeout):
+                        return False
+                    if await self.storage.due_scheduled(self.clock.now(), 1):
+                        self.relay.notify()
+                        await asyncio.sleep(0.005)
+                        continue
+                    if await self.event_log.end_offset() == end:
+                        return True
+        return False
 
     async def wait_stopped(self) -> None:
         """Block until ``close()`` is called (for process entry points)."""

@@ -2,7 +2,8 @@
 
 ``EventLog`` is the durable, ordered, deduplicating log that ingest appends to
 and processing reads from. ``Storage`` holds everything else: workspaces and
-keys, rejections, the identity graph, profiles and their timelines.
+keys, rejections, the identity graph, profiles and their timelines, and the
+scheduled internal events the relay delivers to the log.
 
 The same contract suite (``tests/contract``) runs unchanged over every
 implementation. Implementations live one per module: ``sqlite.py``,
@@ -12,11 +13,14 @@ implementation. Implementations live one per module: ``sqlite.py``,
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 
+from rapport.core.backfill import BackfillJob
+from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.model import (
     Event,
     Identifier,
@@ -25,17 +29,31 @@ from rapport.core.model import (
     Profile,
     ProfileEvent,
     Rejection,
+    ScheduledEvent,
 )
 from rapport.core.segments import SegmentAlreadyExists, SegmentDefinition, SegmentDraft
+from rapport.storage.membership_index import (
+    MemberPage,
+    MembershipBatch,
+    SegmentChange,
+    SegmentChangePage,
+    SegmentMember,
+)
 
 __all__ = [
     "ApiKey",
     "EventLog",
     "EventPage",
+    "MemberPage",
+    "MembershipBatch",
     "ProcessingBatch",
+    "ScheduledEvent",
     "SegmentAlreadyExists",
+    "SegmentChange",
+    "SegmentChangePage",
     "SegmentDefinition",
     "SegmentDraft",
+    "SegmentMember",
     "Storage",
     "Workspace",
 ]
@@ -69,9 +87,11 @@ class ProcessingBatch(msgspec.Struct, kw_only=True):
     ``merges`` recorded, each moving the loser's timeline AND every identifier
     still owned by the loser to the winner, and deleting the loser's profile
     row while keeping a redirect so lookups by the loser's id still resolve;
-    ``profiles`` upserted; finally the consumer's offset set to ``offset``.
+    ``profiles`` upserted; ``unscheduled`` rows deleted, then ``scheduled``
+    rows upserted; finally the consumer's offset set to ``offset``.
     Replaying a batch is harmless: every write is an upsert keyed by natural
-    keys.
+    keys (a scheduled row delivered since comes back, and delivering it again
+    appends nothing: its event's message id is already in the log).
     """
 
     consumer: str
@@ -81,6 +101,12 @@ class ProcessingBatch(msgspec.Struct, kw_only=True):
     """``(workspace_id, identifier, profile_id)``."""
     merges: list[MergeRecord] = []
     events: list[ProfileEvent] = []
+    scheduled: list[ScheduledEvent] = []
+    """Rows to store, each replacing the row of its ``(workspace_id, key)`` (the
+    last one wins within the batch). Rows due at the same instant are
+    delivered in the order batches and this list wrote them."""
+    unscheduled: list[tuple[str, str]] = []
+    """``(workspace_id, key)`` of rows to delete (a cancelled timer); a missing row is fine."""
 
 
 class EventPage(msgspec.Struct):
@@ -188,6 +214,42 @@ class Storage(abc.ABC):
     async def consumer_offset(self, consumer: str) -> int:
         """Last committed offset of a consumer (0 if it never committed)."""
 
+    # -- scheduled events (rapport.runtime.relay) -----------------------------
+    # Written through ``ProcessingBatch.scheduled`` / ``unscheduled``, in the
+    # transaction of the processing step that decided them.
+    @abc.abstractmethod
+    async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
+        """Rows of any workspace with ``due_at <= now``, at most ``limit``.
+
+        Earliest ``due_at`` first; rows due at the same instant in the order
+        they were written (see ``ProcessingBatch.scheduled``).
+        """
+
+    @abc.abstractmethod
+    async def next_scheduled_at(self) -> datetime | None:
+        """The earliest ``due_at`` of any row, in any workspace; None when there is none."""
+
+    @abc.abstractmethod
+    async def get_scheduled(self, workspace_id: str, key: str) -> ScheduledEvent | None: ...
+
+    @abc.abstractmethod
+    async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
+        """Delete each row still stored as given; return how many were deleted.
+
+        A row is the same when its key holds the same ``due_at`` and event
+        message id: a row rescheduled since it was read stays.
+        """
+
+    def relay_turn(self) -> contextlib.AbstractAsyncContextManager[bool]:
+        """An exclusive turn at delivering due rows; yields False if another holds it.
+
+        Delivery order is what keeps one profile's internal events in order,
+        so one relay delivers at a time. Within a process the relay takes
+        turns itself; backends that several processes share (PostgreSQL)
+        override this to exclude the other processes too.
+        """
+        return contextlib.nullcontext(True)
+
     # -- segment definitions -------------------------------------------------
     # See rapport.core.segments: every write stores the next version; deleting
     # stores a ``deleted`` tombstone, so versions of an id never repeat.
@@ -220,6 +282,92 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def segments_revision(self) -> int:
         """A number that grows with every segment write in any workspace (0 before any).
+
+        Cheap to call: processors poll it to know when to reload definitions.
+        """
+
+    # -- segment backfills (rapport.core.backfill) ---------------------------
+    @abc.abstractmethod
+    async def scan_profiles(
+        self, workspace_id: str, after_id: str | None, limit: int
+    ) -> list[Profile]:
+        """Up to ``limit`` profiles with ids greater than ``after_id``, in id order."""
+
+    @abc.abstractmethod
+    async def count_profiles(self, workspace_id: str) -> int:
+        """How many (live, not merged-away) profiles the workspace holds."""
+
+    @abc.abstractmethod
+    async def put_backfill(self, job: BackfillJob) -> bool:
+        """Store ``job`` as its segment's job unless a newer version's job is stored.
+
+        Returns whether it was stored: progress of a superseded version never
+        overwrites the job of the version that replaced it.
+        """
+
+    @abc.abstractmethod
+    async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
+        """The segment's job (of its newest version), if any."""
+
+    @abc.abstractmethod
+    async def running_backfills(self) -> list[BackfillJob]:
+        """Every job still running, in any workspace, oldest start first."""
+
+    # -- segment membership index (rapport.storage.membership_index) ---------
+    @abc.abstractmethod
+    async def commit_memberships(self, batch: MembershipBatch) -> None:
+        """Apply a batch of membership changes atomically (see ``MembershipBatch``)."""
+
+    @abc.abstractmethod
+    async def segment_sizes(self, workspace_id: str, segment_ids: Sequence[str]) -> dict[str, int]:
+        """Current member count of each segment (0 for one without members). O(1) per segment."""
+
+    @abc.abstractmethod
+    async def list_segment_members(
+        self, workspace_id: str, segment_id: str, limit: int, after: str | None = None
+    ) -> MemberPage:
+        """Current members by profile id, paged: ``after`` is the last id of the previous page."""
+
+    @abc.abstractmethod
+    async def list_segment_history(
+        self, workspace_id: str, profile_ids: Sequence[str], limit: int, before: int | None = None
+    ) -> SegmentChangePage:
+        """Membership changes of these profiles, newest first (by log offset), paged."""
+
+    # -- computed-trait definitions (rapport.core.computed_traits) -----------
+    # Versioned like segment definitions: every write stores the next
+    # version, deleting stores a ``deleted`` tombstone.
+    @abc.abstractmethod
+    async def put_computed_trait(
+        self, draft: ComputedTraitDraft, now: datetime, *, create_only: bool = False
+    ) -> ComputedTraitDefinition:
+        """Store ``draft`` as the next version of its id and return what was stored.
+
+        With ``create_only``, raise ``ComputedTraitAlreadyExists`` (storing
+        nothing) if an active definition with this id exists.
+        """
+
+    @abc.abstractmethod
+    async def get_computed_trait(
+        self, workspace_id: str, trait_id: str
+    ) -> ComputedTraitDefinition | None:
+        """The active definition with this id, if any (deleted ones are not returned)."""
+
+    @abc.abstractmethod
+    async def list_computed_traits(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[ComputedTraitDefinition]:
+        """The workspace's definitions (latest version of each), ordered by id."""
+
+    @abc.abstractmethod
+    async def delete_computed_trait(
+        self, workspace_id: str, trait_id: str, now: datetime
+    ) -> ComputedTraitDefinition | None:
+        """Store the tombstone of an active definition and return it; None if none is active."""
+
+    @abc.abstractmethod
+    async def computed_traits_revision(self) -> int:
+        """A number that grows with every computed-trait write in any workspace (0 before any).
 
         Cheap to call: processors poll it to know when to reload definitions.
         """

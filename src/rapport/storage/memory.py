@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.computed_traits.definitions import (
+    ComputedTraitAlreadyExists,
+    ComputedTraitDefinition,
+    ComputedTraitDraft,
+    deleted_computed_trait,
+    next_computed_trait,
+)
 from rapport.core.model import (
     Event,
     Identifier,
@@ -25,19 +33,26 @@ from rapport.core.model import (
     Profile,
     ProfileEvent,
     Rejection,
+    ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
 from rapport.storage.base import (
     ApiKey,
     EventLog,
     EventPage,
+    MemberPage,
+    MembershipBatch,
     ProcessingBatch,
     SegmentAlreadyExists,
+    SegmentChange,
+    SegmentChangePage,
     SegmentDefinition,
     SegmentDraft,
+    SegmentMember,
     Storage,
     Workspace,
 )
+from rapport.storage.membership_index import plan_memberships
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
 # contract says an event's or profile's datetimes come back as they went in.
@@ -118,9 +133,24 @@ class MemoryStorage(Storage):
         self._timelines: dict[tuple[str, str], list[int]] = {}
         """(workspace, profile) -> log offsets of its events, ascending."""
         self._offsets: dict[str, int] = {}
+        self._scheduled: dict[tuple[str, str], _ScheduledRow] = {}
+        """(workspace, key) -> its row."""
+        self._schedule: list[tuple[int, int, int, str, str]] = []
+        """``_ScheduledRow.order`` of every row, ascending: the delivery order."""
+        self._members: dict[tuple[str, str], dict[str, SegmentMember]] = {}
+        """(workspace, segment id) -> profile id -> membership: the membership index."""
+        self._segment_changes: dict[tuple[str, int], SegmentChange] = {}
+        """(workspace, log offset) -> the membership change that event recorded."""
+        self._change_offsets: dict[tuple[str, str], list[int]] = {}
+        """(workspace, profile) -> offsets of its membership changes, ascending."""
         self._segments: dict[tuple[str, str], SegmentDefinition] = {}
         """(workspace, segment id) -> latest version (frozen, so shared safely)."""
         self._segments_revision = 0
+        self._computed_traits: dict[tuple[str, str], ComputedTraitDefinition] = {}
+        """(workspace, trait id) -> latest version."""
+        self._computed_traits_revision = 0
+        self._backfills: dict[tuple[str, str], BackfillJob] = {}
+        """(workspace, segment id) -> the job of its newest version (frozen)."""
 
     # -- workspaces and keys -------------------------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
@@ -231,6 +261,7 @@ class MemoryStorage(Storage):
         for merge in merges:
             if merge.winner == merge.loser:
                 raise ValueError(f"profile {merge.loser} cannot merge into itself")
+        scheduled = _scheduled_rows(batch)
 
         for event in events:
             self._put_event(event)
@@ -239,10 +270,48 @@ class MemoryStorage(Storage):
         for merge in merges:
             self._apply_merge(merge)
         self._profiles.update(profiles)
+        for cancelled in batch.unscheduled:
+            self._unschedule(cancelled)
+        for row in scheduled:
+            self._unschedule(row.key)
+            self._scheduled[row.key] = row
+            bisect.insort(self._schedule, row.order)
         self._offsets[batch.consumer] = batch.offset
 
     async def consumer_offset(self, consumer: str) -> int:
         return self._offsets.get(consumer, 0)
+
+    # -- scheduled events ----------------------------------------------------
+    async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
+        end = bisect.bisect_right(self._schedule, (_micros(now), _LAST, _LAST))
+        chosen = self._schedule[: min(end, max(limit, 0))]
+        return [self._scheduled[(ws, key)].decoded() for *_, ws, key in chosen]
+
+    async def next_scheduled_at(self) -> datetime | None:
+        if not self._schedule:
+            return None
+        ws, key = self._schedule[0][3:]
+        return self._scheduled[(ws, key)].due_at
+
+    async def get_scheduled(self, workspace_id: str, key: str) -> ScheduledEvent | None:
+        row = self._scheduled.get((workspace_id, key))
+        return None if row is None else row.decoded()
+
+    async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
+        deleted = 0
+        for wanted in rows:
+            key = (wanted.workspace_id, wanted.key)
+            row = self._scheduled.get(key)
+            if row is not None and row.same(wanted):
+                self._unschedule(key)
+                deleted += 1
+        return deleted
+
+    def _unschedule(self, key: tuple[str, str]) -> None:
+        row = self._scheduled.pop(key, None)
+        if row is not None:
+            index = bisect.bisect_left(self._schedule, row.order)
+            del self._schedule[index]
 
     # -- segment definitions -------------------------------------------------
     async def put_segment(
@@ -257,6 +326,7 @@ class MemoryStorage(Storage):
         stored = _SEGMENT_DECODER.decode(_ENCODER.encode(next_definition(previous, draft, now)))
         self._segments[key] = stored
         self._segments_revision += 1
+        self._start_backfill(stored)
         return _copy_segment(stored)
 
     async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
@@ -281,10 +351,146 @@ class MemoryStorage(Storage):
         tombstone = deleted_definition(previous, now)
         self._segments[(workspace_id, segment_id)] = tombstone
         self._segments_revision += 1
+        self._start_backfill(tombstone)
         return _copy_segment(tombstone)
+
+    def _start_backfill(self, definition: SegmentDefinition) -> None:
+        """Every definition write starts the walk of the profiles for its version."""
+        ws = definition.workspace_id
+        total = sum(1 for (profile_ws, _) in self._profiles if profile_ws == ws)
+        job = start_backfill(ws, definition.id, definition.version, total, definition.updated_at)
+        self._backfills[(ws, definition.id)] = job
 
     async def segments_revision(self) -> int:
         return self._segments_revision
+
+    # -- segment backfills ---------------------------------------------------
+    async def scan_profiles(
+        self, workspace_id: str, after_id: str | None, limit: int
+    ) -> list[Profile]:
+        ids = sorted(
+            pid
+            for (ws, pid) in self._profiles
+            if ws == workspace_id and (after_id is None or pid > after_id)
+        )
+        return [
+            _PROFILE_DECODER.decode(self._profiles[(workspace_id, pid)])
+            for pid in ids[: max(limit, 0)]
+        ]
+
+    async def count_profiles(self, workspace_id: str) -> int:
+        return sum(1 for (ws, _) in self._profiles if ws == workspace_id)
+
+    async def put_backfill(self, job: BackfillJob) -> bool:
+        key = (job.workspace_id, job.segment_id)
+        stored = self._backfills.get(key)
+        if stored is not None and stored.version > job.version:
+            return False
+        self._backfills[key] = job
+        return True
+
+    async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
+        return self._backfills.get((workspace_id, segment_id))
+
+    async def running_backfills(self) -> list[BackfillJob]:
+        running = [job for job in self._backfills.values() if job.running]
+        return sorted(running, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
+
+    # -- segment membership index -------------------------------------------
+    async def commit_memberships(self, batch: MembershipBatch) -> None:
+        plan = plan_memberships(batch.changes, self._offsets.get(batch.consumer, 0))
+        for change in plan.history:
+            key = (change.workspace_id, change.offset)
+            if key in self._segment_changes:
+                continue
+            self._segment_changes[key] = change
+            offsets = self._change_offsets.setdefault((change.workspace_id, change.profile_id), [])
+            bisect.insort(offsets, change.offset)
+        for (ws, segment_id, profile_id), change in plan.final.items():
+            members = self._members.setdefault((ws, segment_id), {})
+            if change.entered:
+                members[profile_id] = SegmentMember(
+                    profile_id=profile_id, version=change.version, entered_at=change.at
+                )
+            else:
+                members.pop(profile_id, None)
+        self._offsets[batch.consumer] = max(self._offsets.get(batch.consumer, 0), batch.offset)
+
+    async def segment_sizes(self, workspace_id: str, segment_ids: Sequence[str]) -> dict[str, int]:
+        return {s: len(self._members.get((workspace_id, s), ())) for s in segment_ids}
+
+    async def list_segment_members(
+        self, workspace_id: str, segment_id: str, limit: int, after: str | None = None
+    ) -> MemberPage:
+        members = self._members.get((workspace_id, segment_id), {})
+        # Byte order, as the SQL backends sort profile ids.
+        ids = sorted(
+            (p for p in members if after is None or p.encode() > after.encode()),
+            key=str.encode,
+        )
+        page = ids[: max(limit, 0)]
+        next_after = page[-1] if page and len(ids) > len(page) else None
+        return MemberPage([members[p] for p in page], next_after)
+
+    async def list_segment_history(
+        self, workspace_id: str, profile_ids: Sequence[str], limit: int, before: int | None = None
+    ) -> SegmentChangePage:
+        offsets = sorted(
+            (
+                offset
+                for profile_id in dict.fromkeys(profile_ids)
+                for offset in self._change_offsets.get((workspace_id, profile_id), ())
+                if before is None or offset < before
+            ),
+            reverse=True,
+        )
+        page = offsets[: max(limit, 0)]
+        next_before = page[-1] if page and len(offsets) > len(page) else None
+        changes = [self._segment_changes[(workspace_id, offset)] for offset in page]
+        return SegmentChangePage(changes, next_before)
+
+    # -- computed-trait definitions ------------------------------------------
+    async def put_computed_trait(
+        self, draft: ComputedTraitDraft, now: datetime, *, create_only: bool = False
+    ) -> ComputedTraitDefinition:
+        key = (draft.workspace_id, draft.id)
+        previous = self._computed_traits.get(key)
+        if create_only and previous is not None and previous.active:
+            raise ComputedTraitAlreadyExists(draft.workspace_id, draft.id)
+        stored = next_computed_trait(previous, draft, now)
+        # Through JSON both ways, as the SQL backends: nobody shares the compute tree.
+        self._computed_traits[key] = _copy_computed_trait(stored)
+        self._computed_traits_revision += 1
+        return _copy_computed_trait(stored)
+
+    async def get_computed_trait(
+        self, workspace_id: str, trait_id: str
+    ) -> ComputedTraitDefinition | None:
+        found = self._computed_traits.get((workspace_id, trait_id))
+        return _copy_computed_trait(found) if found is not None and found.active else None
+
+    async def list_computed_traits(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[ComputedTraitDefinition]:
+        return [
+            _copy_computed_trait(definition)
+            for (ws, _), definition in sorted(self._computed_traits.items())
+            if ws == workspace_id and (include_deleted or definition.active)
+        ]
+
+    async def delete_computed_trait(
+        self, workspace_id: str, trait_id: str, now: datetime
+    ) -> ComputedTraitDefinition | None:
+        previous = self._computed_traits.get((workspace_id, trait_id))
+        if previous is None or not previous.active:
+            return None
+        tombstone = deleted_computed_trait(previous, now)
+        self._computed_traits[(workspace_id, trait_id)] = tombstone
+        self._computed_traits_revision += 1
+        return _copy_computed_trait(tombstone)
+
+    async def computed_traits_revision(self) -> int:
+        return self._computed_traits_revision
 
     # -- helpers -------------------------------------------------------------
     def _put_event(self, event: ProfileEvent) -> None:
@@ -332,8 +538,68 @@ class MemoryStorage(Storage):
 
 
 _SEGMENT_DECODER = msgspec.json.Decoder(SegmentDefinition)
+_LAST = 2**63
+"""Above any offset or index: bisects past every row due at one instant."""
+
+
+def _micros(value: datetime) -> int:
+    if value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: only aware datetimes are stored")
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _ScheduledRow:
+    """A stored scheduled event: the event encoded, and its place in the delivery order."""
+
+    __slots__ = ("body", "due_at", "key", "message_id", "order")
+
+    def __init__(self, row: ScheduledEvent, offset: int, index: int) -> None:
+        if row.event.workspace_id != row.workspace_id:
+            raise ValueError(f"scheduled event {row.key!r} belongs to another workspace")
+        self.key = (row.workspace_id, row.key)
+        self.due_at = row.due_at
+        self.message_id = row.event.message_id
+        self.body = _ENCODER.encode(row.event)
+        self.order: tuple[int, int, int, str, str] = (
+            _micros(row.due_at),
+            offset,
+            index,
+            row.workspace_id,
+            row.key,
+        )
+
+    def same(self, row: ScheduledEvent) -> bool:
+        return self.due_at == row.due_at and self.message_id == row.event.message_id
+
+    def decoded(self) -> ScheduledEvent:
+        return ScheduledEvent(
+            workspace_id=self.key[0],
+            key=self.key[1],
+            due_at=self.due_at,
+            event=_EVENT_DECODER.decode(self.body),
+        )
+
+
+def _scheduled_rows(batch: ProcessingBatch) -> list[_ScheduledRow]:
+    """The batch's rows, encoded; the last of each key wins (as in the SQL backends)."""
+    rows: dict[tuple[str, str], _ScheduledRow] = {}
+    for index, row in enumerate(batch.scheduled):
+        stored = _ScheduledRow(row, batch.offset, index)
+        rows.pop(stored.key, None)
+        rows[stored.key] = stored
+    return list(rows.values())
 
 
 def _copy_segment(definition: SegmentDefinition) -> SegmentDefinition:
     # The struct is frozen but its condition is a mutable tree.
     return _SEGMENT_DECODER.decode(_ENCODER.encode(definition))
+
+
+_COMPUTED_TRAIT_DECODER = msgspec.json.Decoder(ComputedTraitDefinition)
+
+
+def _copy_computed_trait(definition: ComputedTraitDefinition) -> ComputedTraitDefinition:
+    return _COMPUTED_TRAIT_DECODER.decode(_ENCODER.encode(definition))

@@ -12,8 +12,9 @@ batch costs one statement whatever its size.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeAlias
 
@@ -22,8 +23,18 @@ import msgspec
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from rapport.core.model import Identifier, MergeRecord, Profile, ProfileEvent, Rejection
+from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.model import (
+    Identifier,
+    MergeRecord,
+    Profile,
+    ProfileEvent,
+    Rejection,
+    ScheduledEvent,
+)
 from rapport.core.segments import deleted_definition, next_definition
+from rapport.storage import postgres_memberships, postgres_scheduled
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -34,10 +45,22 @@ from rapport.storage.base import (
     Storage,
     Workspace,
 )
+from rapport.storage.membership_index import (
+    MemberPage,
+    MembershipBatch,
+    SegmentChangePage,
+)
 from rapport.storage.migrations import (
     apply_migrations_async,
     dialect_directory,
     load_migrations,
+)
+from rapport.storage.postgres_computed_traits import (
+    delete_trait_definition,
+    get_trait_definition,
+    list_trait_definitions,
+    put_trait_definition,
+    trait_definitions_revision,
 )
 from rapport.storage.postgres_eventlog import PostgresEventLog
 
@@ -274,6 +297,15 @@ SET version = excluded.version, status = excluded.status, revision = excluded.re
     doc = excluded.doc
 """
 
+_PUT_BACKFILL_SQL = """
+INSERT INTO segment_backfills (workspace_id, segment_id, version, status, doc)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, segment_id) DO UPDATE
+SET version = excluded.version, status = excluded.status, doc = excluded.doc
+WHERE excluded.version >= segment_backfills.version
+RETURNING true
+"""
+
 
 class PostgresStorage(Storage):
     """``Storage`` over a shared asyncpg pool (see ``open_postgres``)."""
@@ -289,6 +321,7 @@ class PostgresStorage(Storage):
         self._encoder = msgspec.json.Encoder()
         self._profile_decoder = msgspec.json.Decoder(Profile)
         self._segment_decoder = msgspec.json.Decoder(SegmentDefinition)
+        self._backfill_decoder = msgspec.json.Decoder(BackfillJob)
 
     async def open(self) -> None:
         """Nothing to do: ``open_postgres`` connects and migrates."""
@@ -430,6 +463,40 @@ class PostgresStorage(Storage):
         )
         return 0 if offset is None else offset
 
+    # -- scheduled events (postgres_scheduled) --------------------------------
+    async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
+        if limit <= 0:
+            return []
+        rows = await self._pool.fetch(postgres_scheduled.DUE_SQL, now, limit)
+        return [postgres_scheduled.scheduled_event(row) for row in rows]
+
+    async def next_scheduled_at(self) -> datetime | None:
+        due: datetime | None = await self._pool.fetchval(postgres_scheduled.NEXT_SQL)
+        return due
+
+    async def get_scheduled(self, workspace_id: str, key: str) -> ScheduledEvent | None:
+        row = await self._pool.fetchrow(postgres_scheduled.GET_SQL, workspace_id, key)
+        return None if row is None else postgres_scheduled.scheduled_event(row)
+
+    async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
+        if not rows:
+            return 0
+        status: str = await self._pool.execute(
+            postgres_scheduled.DELETE_SQL, *postgres_scheduled.delete_arguments(list(rows))
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    @contextlib.asynccontextmanager
+    async def relay_turn(self) -> AsyncIterator[bool]:
+        """Exclusive across processes: a session advisory lock (see ``postgres_scheduled``)."""
+        async with self._pool.acquire() as conn:
+            granted = bool(await conn.fetchval(postgres_scheduled.TRY_LOCK_SQL, _LOCK_CLASS))
+            try:
+                yield granted
+            finally:
+                if granted:
+                    await conn.execute(postgres_scheduled.UNLOCK_SQL, _LOCK_CLASS)
+
     # -- segment definitions -------------------------------------------------
     async def put_segment(
         self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
@@ -468,6 +535,51 @@ class PostgresStorage(Storage):
         )
         return 0 if revision is None else revision
 
+    # -- segment backfills ---------------------------------------------------
+    async def scan_profiles(
+        self, workspace_id: str, after_id: str | None, limit: int
+    ) -> list[Profile]:
+        # The column's own collation on both sides keeps the cursor and the
+        # order consistent, and lets the primary key serve the scan.
+        rows = await self._pool.fetch(
+            "SELECT doc FROM profiles WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            workspace_id,
+            "" if after_id is None else after_id,
+            max(limit, 0),
+        )
+        decode = self._profile_decoder.decode
+        return [decode(row[0]) for row in rows]
+
+    async def count_profiles(self, workspace_id: str) -> int:
+        count: int = await self._pool.fetchval(
+            "SELECT count(*) FROM profiles WHERE workspace_id = $1", workspace_id
+        )
+        return count
+
+    async def put_backfill(self, job: BackfillJob) -> bool:
+        stored: bool | None = await self._pool.fetchval(
+            _PUT_BACKFILL_SQL,
+            job.workspace_id,
+            job.segment_id,
+            job.version,
+            job.status,
+            self._encoder.encode(job),
+        )
+        return bool(stored)
+
+    async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
+        doc: bytes | None = await self._pool.fetchval(
+            "SELECT doc FROM segment_backfills WHERE workspace_id = $1 AND segment_id = $2",
+            workspace_id,
+            segment_id,
+        )
+        return None if doc is None else self._backfill_decoder.decode(doc)
+
+    async def running_backfills(self) -> list[BackfillJob]:
+        rows = await self._pool.fetch("SELECT doc FROM segment_backfills WHERE status = 'running'")
+        jobs = [self._backfill_decoder.decode(row[0]) for row in rows]
+        return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
+
     async def _latest_segment(
         self, conn: _Connection, workspace_id: str, segment_id: str
     ) -> SegmentDefinition | None:
@@ -486,8 +598,73 @@ class PostgresStorage(Storage):
             definition.status,
             doc,
         )
+        # Every definition write starts the walk of the profiles for its
+        # version, in the same transaction (rapport.core.backfill).
+        total: int = await conn.fetchval(
+            "SELECT count(*) FROM profiles WHERE workspace_id = $1", definition.workspace_id
+        )
+        job = start_backfill(
+            definition.workspace_id,
+            definition.id,
+            definition.version,
+            total,
+            definition.updated_at,
+        )
+        await conn.execute(
+            _PUT_BACKFILL_SQL,
+            job.workspace_id,
+            job.segment_id,
+            job.version,
+            job.status,
+            self._encoder.encode(job),
+        )
         # What a reader will get back (the caller's condition tree is not shared).
         return self._segment_decoder.decode(doc)
+
+    # -- computed-trait definitions (postgres_computed_traits) ---------------
+    async def put_computed_trait(
+        self, draft: ComputedTraitDraft, now: datetime, *, create_only: bool = False
+    ) -> ComputedTraitDefinition:
+        return await put_trait_definition(self._pool, _LOCK_CLASS, draft, now, create_only)
+
+    async def get_computed_trait(
+        self, workspace_id: str, trait_id: str
+    ) -> ComputedTraitDefinition | None:
+        return await get_trait_definition(self._pool, workspace_id, trait_id)
+
+    async def list_computed_traits(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[ComputedTraitDefinition]:
+        return await list_trait_definitions(self._pool, workspace_id, include_deleted)
+
+    async def delete_computed_trait(
+        self, workspace_id: str, trait_id: str, now: datetime
+    ) -> ComputedTraitDefinition | None:
+        return await delete_trait_definition(self._pool, _LOCK_CLASS, workspace_id, trait_id, now)
+
+    async def computed_traits_revision(self) -> int:
+        return await trait_definitions_revision(self._pool)
+
+    # -- segment membership index (postgres_memberships) ---------------------
+    async def commit_memberships(self, batch: MembershipBatch) -> None:
+        await postgres_memberships.commit_memberships(self._pool, batch)
+
+    async def segment_sizes(self, workspace_id: str, segment_ids: Sequence[str]) -> dict[str, int]:
+        return await postgres_memberships.segment_sizes(self._pool, workspace_id, segment_ids)
+
+    async def list_segment_members(
+        self, workspace_id: str, segment_id: str, limit: int, after: str | None = None
+    ) -> MemberPage:
+        return await postgres_memberships.list_segment_members(
+            self._pool, workspace_id, segment_id, limit, after
+        )
+
+    async def list_segment_history(
+        self, workspace_id: str, profile_ids: Sequence[str], limit: int, before: int | None = None
+    ) -> SegmentChangePage:
+        return await postgres_memberships.list_segment_history(
+            self._pool, workspace_id, profile_ids, limit, before
+        )
 
 
 _Statement: TypeAlias = tuple[str, tuple[object, ...]]
@@ -551,6 +728,7 @@ def _processing_statements(
                 ),
             )
         )
+    statements.extend(postgres_scheduled.scheduled_statements(batch, encode))
     statements.append((_SET_CONSUMER_OFFSET_SQL, (batch.consumer, batch.offset)))
     return statements
 

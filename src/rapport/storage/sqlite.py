@@ -20,14 +20,18 @@ from pathlib import Path
 
 import msgspec
 
+from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.model import (
     Identifier,
     MergeRecord,
     Profile,
     ProfileEvent,
     Rejection,
+    ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
+from rapport.storage import sqlite_scheduled
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -38,7 +42,19 @@ from rapport.storage.base import (
     Storage,
     Workspace,
 )
+from rapport.storage.membership_index import (
+    MemberPage,
+    MembershipBatch,
+    SegmentChangePage,
+)
 from rapport.storage.migrations import dialect_directory, load_migrations
+from rapport.storage.sqlite_computed_traits import (
+    delete_trait_definition,
+    latest_trait_definition,
+    list_trait_definitions,
+    put_trait_definition,
+    trait_definitions_revision,
+)
 from rapport.storage.sqlite_db import (
     BulkInsert,
     MicrosCache,
@@ -47,6 +63,12 @@ from rapport.storage.sqlite_db import (
     to_micros,
 )
 from rapport.storage.sqlite_eventlog import SqliteEventLog
+from rapport.storage.sqlite_memberships import (
+    PreparedMemberships,
+    read_history,
+    read_members,
+    read_sizes,
+)
 
 __all__ = ["SqliteEventLog", "SqliteStorage", "open_sqlite"]
 
@@ -59,6 +81,7 @@ _NO_UPPER_BOUND = 2**63 - 1
 _encode = msgspec.json.Encoder().encode
 _decode_profile = msgspec.json.Decoder(Profile).decode
 _decode_segment = msgspec.json.Decoder(SegmentDefinition).decode
+_decode_backfill = msgspec.json.Decoder(BackfillJob).decode
 
 
 async def open_sqlite(
@@ -333,6 +356,29 @@ class SqliteStorage(Storage):
 
         return await self._db.read(get)
 
+    # -- scheduled events (sqlite_scheduled) ----------------------------------
+    async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
+        if limit <= 0:
+            return []
+        rows = await self._db.read(
+            lambda conn: sqlite_scheduled.read_due(conn, to_micros(now), limit)
+        )
+        return [sqlite_scheduled.scheduled_event(row) for row in rows]
+
+    async def next_scheduled_at(self) -> datetime | None:
+        due = await self._db.read(sqlite_scheduled.read_next)
+        return None if due is None else from_micros(due)
+
+    async def get_scheduled(self, workspace_id: str, key: str) -> ScheduledEvent | None:
+        row = await self._db.read(lambda conn: sqlite_scheduled.read_one(conn, workspace_id, key))
+        return None if row is None else sqlite_scheduled.scheduled_event(row)
+
+    async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
+        if not rows:
+            return 0
+        wanted = [sqlite_scheduled.identity(row) for row in rows]
+        return await self._db.write(lambda conn: sqlite_scheduled.delete_rows(conn, wanted))
+
     # -- segment definitions -------------------------------------------------
     async def put_segment(
         self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
@@ -383,6 +429,109 @@ class SqliteStorage(Storage):
 
         return await self._db.read(get)
 
+    # -- segment backfills ---------------------------------------------------
+    async def scan_profiles(
+        self, workspace_id: str, after_id: str | None, limit: int
+    ) -> list[Profile]:
+        def scan(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT doc FROM profiles WHERE workspace_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (workspace_id, "" if after_id is None else after_id, max(limit, 0)),
+            ).fetchall()
+            return [doc for (doc,) in rows]
+
+        # Decoded here, not on the reader thread: decoding holds the GIL anyway.
+        return [_decode_profile(doc) for doc in await self._db.read(scan)]
+
+    async def count_profiles(self, workspace_id: str) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM profiles WHERE workspace_id = ?", (workspace_id,)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._db.read(count)
+
+    async def put_backfill(self, job: BackfillJob) -> bool:
+        return await self._db.write(lambda conn: _store_backfill(conn, job))
+
+    async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
+        def get(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT doc FROM segment_backfills WHERE workspace_id = ? AND segment_id = ?",
+                (workspace_id, segment_id),
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        doc = await self._db.read(get)
+        return None if doc is None else _decode_backfill(doc)
+
+    async def running_backfills(self) -> list[BackfillJob]:
+        def running(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT doc FROM segment_backfills WHERE status = 'running'"
+            ).fetchall()
+            return [bytes(doc) for (doc,) in rows]
+
+        jobs = [_decode_backfill(doc) for doc in await self._db.read(running)]
+        return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
+
+    # -- segment membership index (sqlite_memberships) -----------------------
+    async def commit_memberships(self, batch: MembershipBatch) -> None:
+        await self._db.write(PreparedMemberships(batch).apply)
+
+    async def segment_sizes(self, workspace_id: str, segment_ids: Sequence[str]) -> dict[str, int]:
+        wanted = list(segment_ids)
+        return await self._db.read(lambda conn: read_sizes(conn, workspace_id, wanted))
+
+    async def list_segment_members(
+        self, workspace_id: str, segment_id: str, limit: int, after: str | None = None
+    ) -> MemberPage:
+        return await self._db.read(
+            lambda conn: read_members(conn, workspace_id, segment_id, limit, after)
+        )
+
+    async def list_segment_history(
+        self, workspace_id: str, profile_ids: Sequence[str], limit: int, before: int | None = None
+    ) -> SegmentChangePage:
+        wanted = list(profile_ids)
+        return await self._db.read(
+            lambda conn: read_history(conn, workspace_id, wanted, limit, before)
+        )
+
+    # -- computed-trait definitions (sqlite_computed_traits) -----------------
+    async def put_computed_trait(
+        self, draft: ComputedTraitDraft, now: datetime, *, create_only: bool = False
+    ) -> ComputedTraitDefinition:
+        return await self._db.write(
+            lambda conn: put_trait_definition(conn, draft, now, create_only)
+        )
+
+    async def get_computed_trait(
+        self, workspace_id: str, trait_id: str
+    ) -> ComputedTraitDefinition | None:
+        found = await self._db.read(
+            lambda conn: latest_trait_definition(conn, workspace_id, trait_id)
+        )
+        return found if found is not None and found.active else None
+
+    async def list_computed_traits(
+        self, workspace_id: str, *, include_deleted: bool = False
+    ) -> list[ComputedTraitDefinition]:
+        return await self._db.read(
+            lambda conn: list_trait_definitions(conn, workspace_id, include_deleted)
+        )
+
+    async def delete_computed_trait(
+        self, workspace_id: str, trait_id: str, now: datetime
+    ) -> ComputedTraitDefinition | None:
+        return await self._db.write(
+            lambda conn: delete_trait_definition(conn, workspace_id, trait_id, now)
+        )
+
+    async def computed_traits_revision(self) -> int:
+        return await self._db.read(trait_definitions_revision)
+
 
 def _latest_segment(
     conn: sqlite3.Connection, workspace_id: str, segment_id: str
@@ -404,8 +553,34 @@ def _store_segment(conn: sqlite3.Connection, definition: SegmentDefinition) -> S
         " status = excluded.status, revision = excluded.revision, doc = excluded.doc",
         (definition.workspace_id, definition.id, definition.version, definition.status, doc),
     )
+    # Every definition write starts the walk of the profiles for its version,
+    # in the same transaction (rapport.core.backfill).
+    (total,) = conn.execute(
+        "SELECT count(*) FROM profiles WHERE workspace_id = ?", (definition.workspace_id,)
+    ).fetchone()
+    _store_backfill(
+        conn,
+        start_backfill(
+            definition.workspace_id,
+            definition.id,
+            definition.version,
+            int(total),
+            definition.updated_at,
+        ),
+    )
     # What a reader will get back (the caller's condition tree is not shared).
     return _decode_segment(doc)
+
+
+def _store_backfill(conn: sqlite3.Connection, job: BackfillJob) -> bool:
+    cursor = conn.execute(
+        "INSERT INTO segment_backfills (workspace_id, segment_id, version, status, doc)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, segment_id) DO UPDATE"
+        " SET version = excluded.version, status = excluded.status, doc = excluded.doc"
+        " WHERE excluded.version >= segment_backfills.version",
+        (job.workspace_id, job.segment_id, job.version, job.status, _encode(job)),
+    )
+    return cursor.rowcount > 0
 
 
 # Multi-row statements: one SQLite step per chunk of rows instead of one per
@@ -473,6 +648,7 @@ class _PreparedBatch:
             (p.workspace_id, p.id, _encode(p), to_micros(p.created_at), to_micros(p.updated_at))
             for p in batch.profiles
         ]
+        self.schedule = sqlite_scheduled.PreparedSchedule(batch)
         self.consumer = batch.consumer
         self.offset = batch.offset
 
@@ -501,6 +677,7 @@ class _PreparedBatch:
                 "DELETE FROM profiles WHERE workspace_id = ? AND id = ?", (workspace_id, loser)
             )
         _UPSERT_PROFILES.run(conn, self.profiles)
+        self.schedule.apply(conn)
         conn.execute(
             "INSERT INTO consumer_offsets (consumer, log_offset) VALUES (?, ?)"
             " ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset",

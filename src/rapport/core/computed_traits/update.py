@@ -1,0 +1,226 @@
+"""Bringing one profile's computed traits up to date after an event, or at an instant.
+
+``apply_computed_traits(catalog, profile, event, now)`` runs after the event
+was applied to the profile (``core.profiles.apply_event``):
+
+1. the event is fed to the computations that count it (their states live in
+   ``Profile.aggregates`` under ``ct_...`` ids, encoded, decoded only when
+   touched);
+2. windowed computations whose oldest event aged out by ``now`` are expired
+   (found through one small map of next expiries, ``catalog.DUE_ID``), so a
+   trait read by a segment is current at every customer event;
+3. a value the event itself set under a computed trait's name (a client's
+   ``identify``) is replaced by the computed one: the engine owns that name;
+4. each touched trait whose value differs from the stored one is written,
+   with provenance: source ``rapport:computed``, ``observed_at`` the event's
+   time, ``received_at`` now, ``message_id`` the event's.
+
+Values are read from the states, never by rescanning history.
+``refresh_computed_traits`` does step 2 and 4 alone, for a timer set at
+``ComputedTraitCatalog.next_change``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from rapport.core.computed_traits.catalog import (
+    DUE_ID,
+    Computation,
+    ComputedTraitCatalog,
+    read_due,
+)
+from rapport.core.computed_traits.definitions import COMPUTED_SOURCE, is_computed_state_id
+from rapport.core.conditions.instants import to_micros
+from rapport.core.model import Event, Profile, TraitValue
+from rapport.core.profiles import person_traits
+
+INTERNAL_SOURCE_PREFIX = "rapport:"
+"""Events the engine emits itself (segment changes, timers...) are not customer activity."""
+
+_encode_due = msgspec.json.Encoder().encode
+
+
+def is_customer_event(event: Event) -> bool:
+    return not event.source.startswith(INTERNAL_SOURCE_PREFIX)
+
+
+def apply_computed_traits(
+    catalog: ComputedTraitCatalog, profile: Profile, event: Event, now: datetime
+) -> Profile:
+    """``profile`` (after ``event`` was applied) with its computed traits up to date.
+
+    Internal events (source ``rapport:...``) change nothing. Returns
+    ``profile`` itself when nothing changed.
+    """
+    if not is_customer_event(event):
+        return profile
+    if not catalog:
+        return _without_states(profile)
+    update = _Update(catalog, profile, to_micros(now))
+    counting = catalog.counting(event)
+    if counting:
+        at = to_micros(event.timestamp)
+        for computation in counting:
+            update.observe(computation, event, at)
+    update.expire_due()
+    incoming = person_traits(event)
+    if incoming:
+        for name in incoming.keys() & catalog.by_trait.keys():
+            computation = catalog.by_trait[name]
+            update.touched.setdefault(computation.state_id, computation)
+    return update.result(event.timestamp, now, event.message_id)
+
+
+def refresh_computed_traits(
+    catalog: ComputedTraitCatalog, profile: Profile, now: datetime
+) -> Profile:
+    """``profile`` with the windowed computed traits that time changed by ``now`` rewritten.
+
+    For a timer set at ``catalog.next_change(profile, ...)``: the values it
+    writes are observed at ``now`` (there is no event).
+    """
+    if not catalog:
+        return _without_states(profile)
+    update = _Update(catalog, profile, to_micros(now))
+    update.expire_due()
+    return update.result(now, now, None)
+
+
+def _without_states(profile: Profile) -> Profile:
+    """``profile`` without computed-trait states: the workspace defines none (any more)."""
+    stored = profile.aggregates
+    if not any(is_computed_state_id(state_id) for state_id in stored):
+        return profile
+    kept = {k: raw for k, raw in stored.items() if not is_computed_state_id(k)}
+    return msgspec.structs.replace(profile, aggregates=kept)
+
+
+class _Update:
+    """One profile's computed states while one event (or instant) is applied."""
+
+    def __init__(self, catalog: ComputedTraitCatalog, profile: Profile, now: int) -> None:
+        self.catalog = catalog
+        self.profile = profile
+        self.now = now
+        self.states: dict[str, Any] = {}
+        """Decoded states by id (only those read)."""
+        self.changed: set[str] = set()
+        self.touched: dict[str, Computation] = {}
+        """State id -> computation whose traits to recompute."""
+        self.due = read_due(profile)
+        """Windowed state id -> its next expiry (microseconds)."""
+        self.due_changed = False
+
+    def state(self, computation: Computation) -> Any:
+        state_id = computation.state_id
+        if state_id in self.states:
+            return self.states[state_id]
+        raw = self.profile.aggregates.get(state_id)
+        state = computation.empty() if raw is None else computation.decode(raw)
+        self.states[state_id] = state
+        return state
+
+    def _set(self, computation: Computation, before: Any, after: Any) -> None:
+        if after is before:
+            return
+        state_id = computation.state_id
+        self.states[state_id] = after
+        self.changed.add(state_id)
+        if computation.windowed:
+            expiry = computation.next_expiry(after)
+            if self.due.get(state_id) != expiry:
+                self.due_changed = True
+                if expiry is None:
+                    del self.due[state_id]
+                else:
+                    self.due[state_id] = expiry
+
+    def observe(self, computation: Computation, event: Event, at: int) -> None:
+        before = self.state(computation)
+        self._set(computation, before, computation.observe(before, event, at, self.now))
+        self.touched[computation.state_id] = computation
+
+    def expire_due(self) -> None:
+        by_state = self.catalog.by_state
+        for state_id, expiry in list(self.due.items()):
+            if expiry > self.now or state_id in self.touched:
+                continue
+            computation = by_state.get(state_id)
+            if computation is None:
+                # A state no definition reads any more (dropped by ``encoded``).
+                del self.due[state_id]
+                self.due_changed = True
+                continue
+            before = self.state(computation)
+            self._set(computation, before, computation.expire(before, self.now))
+            self.touched[state_id] = computation
+
+    def result(self, observed_at: datetime, now: datetime, message_id: str | None) -> Profile:
+        profile = self.profile
+        traits = profile.traits
+        for computation in self.touched.values():
+            value = computation.value(self.state(computation), self.now)
+            for name in computation.traits:
+                stored = traits.get(name)
+                if stored is not None and stored.source == COMPUTED_SOURCE:
+                    if _same(stored.value, value):
+                        continue
+                elif stored is None and value is None:
+                    continue
+                if traits is profile.traits:
+                    traits = dict(traits)
+                traits[name] = TraitValue(
+                    value=value,
+                    source=COMPUTED_SOURCE,
+                    observed_at=observed_at,
+                    received_at=now,
+                    message_id=message_id,
+                )
+        aggregates = self.encoded()
+        if traits is profile.traits and aggregates is profile.aggregates:
+            return profile
+        return msgspec.structs.replace(profile, traits=traits, aggregates=aggregates)
+
+    def encoded(self) -> dict[str, msgspec.Raw]:
+        """What to store: changed states re-encoded, empty ones dropped.
+
+        Only the ``ct_`` namespace is ours: segment states are kept as they
+        are. States no definition reads any more are dropped too, but only
+        when something is written anyway (looking for them at every event
+        would cost a scan of every state id).
+        """
+        stored = self.profile.aggregates
+        if not self.changed and not self.due_changed:
+            return stored
+        live = self.catalog.by_state
+        out = {
+            state_id: raw
+            for state_id, raw in stored.items()
+            if state_id in live or not is_computed_state_id(state_id)
+        }
+        for state_id in self.changed:
+            computation = self.touched[state_id]  # only touched states change
+            state = self.states[state_id]
+            if computation.is_empty(state):
+                out.pop(state_id, None)
+            else:
+                out[state_id] = msgspec.Raw(computation.encode(state))
+        due = {state_id: at for state_id, at in self.due.items() if state_id in live}
+        if due:
+            out[DUE_ID] = msgspec.Raw(_encode_due(due))
+        return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: ``1`` and ``True`` differ, ``1`` and ``1.0`` do not."""
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
