@@ -1,4 +1,4 @@
-"""The ``rapport`` command: serve, keys, settings, demo."""
+"""The ``rapport`` command: serve, worker, keys, segments, settings, demo."""
 
 from __future__ import annotations
 
@@ -109,6 +109,55 @@ def keys_create(data_dir: str | None, config: str | None, kind: str, workspace: 
             await runtime.close()
 
     click.echo(asyncio.run(create()))
+
+
+@main.group()
+def segments() -> None:
+    """Segment definitions and the backfills that bring profiles to them."""
+
+
+workspace_option = click.option(
+    "--workspace", default="default", show_default=True, help="Workspace name."
+)
+
+
+@segments.command("list")
+@data_dir_option
+@config_option
+@workspace_option
+def segments_list(data_dir: str | None, config: str | None, workspace: str) -> None:
+    """List the segments with their version and backfill progress."""
+    from rapport.cli_segments import list_segments
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+    for line in asyncio.run(list_segments(settings, workspace)):
+        click.echo(line)
+
+
+@segments.command("backfill")
+@data_dir_option
+@config_option
+@workspace_option
+@click.argument("segment_id")
+@click.option("--follow", is_flag=True, help="Print progress until the backfill is done.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds.")
+def segments_backfill(
+    data_dir: str | None,
+    config: str | None,
+    workspace: str,
+    segment_id: str,
+    follow: bool,
+    interval: float,
+) -> None:
+    """Show a segment's backfill progress (the processor runs it)."""
+    from rapport.cli_segments import follow_backfill
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+    ok = asyncio.run(follow_backfill(settings, workspace, segment_id, follow, interval, click.echo))
+    if not ok:
+        raise SystemExit(1)
 
 
 @main.command()

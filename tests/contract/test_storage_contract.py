@@ -125,6 +125,9 @@ async def test_ensure_workspace_creates_once_then_returns_the_existing(backend: 
     other = await storage.ensure_workspace("globex", "ws_3", T0)
     assert other.id == "ws_3"
     assert await storage.get_workspace("ws_3") == other
+    assert await storage.find_workspace("globex") == other
+    assert await storage.find_workspace("acme") == created
+    assert await storage.find_workspace("initech") is None
 
 
 async def test_api_keys_are_found_by_hash_unless_revoked(backend: Backend) -> None:

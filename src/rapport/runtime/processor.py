@@ -76,6 +76,7 @@ from datetime import datetime
 import msgspec
 import structlog
 
+from rapport.core.backfill import BackfillJob
 from rapport.core.clock import Clock
 from rapport.core.computed_traits import apply_computed_traits
 from rapport.core.identity import (
@@ -107,6 +108,7 @@ from rapport.core.segments import (
     refresh_memberships,
     update_memberships,
 )
+from rapport.runtime.backfill import Backfiller
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.runtime.working_set import SegmentCatalogs, WorkspaceState, load_states
@@ -183,6 +185,7 @@ class Processor:
         self._cache = ProfileCache(cache_profiles)
         self.on_scheduled = on_scheduled
         self._catalogs = SegmentCatalogs(storage)
+        self._backfiller = Backfiller(storage, clock, self._catalogs)
         self._computed = ComputedTraitCatalogs(storage)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
@@ -260,8 +263,18 @@ class Processor:
                 await self._pause(stop, min(MAX_BACKOFF, POLL_INTERVAL * 2**attempts))
                 continue
             attempts = 0
-            if done == 0:
+            # A backfill page between steps: definitions are brought to the
+            # quiet profiles while live events keep flowing.
+            walked = await self._backfill_between_steps()
+            if done == 0 and not walked:
                 await self._pause(stop, POLL_INTERVAL, wake=True)
+
+    async def _backfill_between_steps(self) -> bool:
+        try:
+            return await self.run_backfill_page()
+        except Exception as exc:  # storage trouble: logged; the page is walked again later
+            log.error("segments.backfill_failed", exc_info=exc)
+            return False
 
     async def _pause(self, stop: asyncio.Event, seconds: float, *, wake: bool = False) -> None:
         waiter = self._wake if wake else stop
@@ -325,6 +338,65 @@ class Processor:
         except Exception as exc:  # the next run_once reads and builds again, and reports
             log.warning("processing.prepare_failed", after_offset=step.batch.offset, exc_info=exc)
             return None
+
+    # -- backfill ------------------------------------------------------------
+    async def run_backfill_page(self) -> bool:
+        """Walk one page of the oldest running segment backfill; False when none runs.
+
+        Called between steps (``runtime.backfill`` says why here): the page's
+        profiles, their membership events (outbox) and timers commit like a
+        step that consumes nothing, then the job's progress is recorded. A
+        crash in between replays the page, which changes nothing twice.
+        """
+        if self._offset is None:
+            await self.load_offset()
+        page = await self._backfiller.next_page()
+        if page is None:
+            return False
+        job = page.job
+        now = job.updated_at
+        ws = job.workspace_id
+        state = WorkspaceState(ws)
+        for profile in page.profiles:
+            state.profiles[profile.id] = profile
+            state.changed_profiles.add(profile.id)
+        batch = ProcessingBatch(consumer=self.consumer, offset=self.processed_offset)
+        for profile, change in page.changes:
+            event = _backfill_event(job, profile.id, change, now)
+            batch.scheduled.append(
+                ScheduledEvent(
+                    workspace_id=ws,
+                    key=OUTBOX_KEY_PREFIX + event.message_id,
+                    due_at=now,
+                    event=event,
+                )
+            )
+        catalog = (await self._catalogs.for_workspaces([ws]))[ws]
+        self._schedule_timers(state, catalog, {}, batch, now)
+        batch.profiles = [
+            profile
+            for profile_id, profile in sorted(state.profiles.items())
+            if profile is not page.originals.get(profile_id)
+        ]
+        if batch.profiles or batch.scheduled or batch.unscheduled:
+            # The step prepared ahead was built on the profiles as they were.
+            self._upcoming = None
+            await self._storage.commit_processing(batch)
+            state.remember(self._cache)
+            if batch.scheduled and self.on_scheduled is not None:
+                self.on_scheduled()
+        await self._storage.put_backfill(job)
+        if not job.running:
+            log.info(
+                "segments.backfill_done",
+                workspace_id=ws,
+                segment_id=job.segment_id,
+                version=job.version,
+                profiles=job.processed,
+                entered=job.entered,
+                exited=job.exited,
+            )
+        return True
 
     async def _skip_next(self, after: int, error: Exception) -> bool:
         """Record the event after ``after`` as failed and move past it.
@@ -600,6 +672,32 @@ class Processor:
             exc_info=exc,
         )
         return _failure(entry, f"{type(exc).__name__}: {exc}")
+
+
+def _backfill_event(
+    job: BackfillJob, profile_id: str, change: MembershipChange, now: datetime
+) -> Event:
+    """The membership event of a change a backfill made.
+
+    Its message id names the job (segment and version), the segment that
+    changed (the job's or one reading it) and the profile: a page walked
+    again emits nothing twice. ``backfill`` tells it from a live change.
+    """
+    direction = "entered" if change.entered else "exited"
+    return Event(
+        workspace_id=job.workspace_id,
+        message_id=(
+            f"segment-{direction}:backfill:{job.segment_id}:{job.version}"
+            f":{change.segment_id}:{profile_id}"
+        ),
+        type="track",
+        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
+        timestamp=now,
+        received_at=now,
+        source=SEGMENT_EVENT_SOURCE,
+        properties={"segment_id": change.segment_id, "version": change.version, "backfill": True},
+        profile_id=profile_id,
+    )
 
 
 def _membership_event(

@@ -179,7 +179,8 @@ class Rapport:
         self.memberships.notify()
 
     async def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until every event in the log is processed and no scheduled event is due.
+        """Wait until every event in the log is processed, no scheduled event is due
+        and no segment backfill is running.
 
         Internal events reach the log through the relay after the commit that
         scheduled them, so "processed up to the end of the log" alone can be
@@ -194,6 +195,11 @@ class Rapport:
                         return False
                     if await self.storage.due_scheduled(self.clock.now(), 1):
                         self.relay.notify()
+                        await asyncio.sleep(0.005)
+                        continue
+                    if await self.storage.running_backfills():
+                        # The processor walks them between steps.
+                        self.processor.notify()
                         await asyncio.sleep(0.005)
                         continue
                     if await self.event_log.end_offset() == end:

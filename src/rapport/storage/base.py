@@ -164,6 +164,10 @@ class Storage(abc.ABC):
     async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
 
     @abc.abstractmethod
+    async def find_workspace(self, name: str) -> Workspace | None:
+        """The workspace called ``name``, if it exists (nothing is created)."""
+
+    @abc.abstractmethod
     async def create_api_key(self, key: ApiKey) -> None: ...
 
     @abc.abstractmethod

@@ -167,6 +167,10 @@ class MemoryStorage(Storage):
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         return self._workspaces.get(workspace_id)
 
+    async def find_workspace(self, name: str) -> Workspace | None:
+        workspace_id = self._workspace_by_name.get(name)
+        return None if workspace_id is None else self._workspaces[workspace_id]
+
     async def create_api_key(self, key: ApiKey) -> None:
         if key.id in self._keys:
             raise ValueError(f"api key id {key.id!r} is already used")

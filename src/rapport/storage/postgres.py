@@ -356,6 +356,12 @@ class PostgresStorage(Storage):
         )
         return None if row is None else Workspace(**row)
 
+    async def find_workspace(self, name: str) -> Workspace | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_WORKSPACE_COLUMNS} FROM workspaces WHERE name = $1", name
+        )
+        return None if row is None else Workspace(**row)
+
     async def create_api_key(self, key: ApiKey) -> None:
         try:
             await self._pool.execute(

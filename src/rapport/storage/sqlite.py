@@ -150,6 +150,15 @@ class SqliteStorage(Storage):
 
         return await self._db.read(get)
 
+    async def find_workspace(self, name: str) -> Workspace | None:
+        def find(conn: sqlite3.Connection) -> Workspace | None:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM workspaces WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else _workspace(row)
+
+        return await self._db.read(find)
+
     async def create_api_key(self, key: ApiKey) -> None:
         row = (
             key.id,
