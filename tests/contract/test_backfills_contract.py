@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rapport.core.backfill import DONE, RUNNING, advance_backfill, start_backfill
+from rapport.core.model import ProfileEvent
 from rapport.core.profiles import new_profile
 from rapport.core.segments import SegmentDraft
 from rapport.storage.base import ProcessingBatch
@@ -153,3 +154,42 @@ async def test_every_definition_write_starts_the_job_of_its_version(backend: Bac
     # Deleting walks the members out.
     assert job is not None and (job.version, job.status) == (tombstone.version, RUNNING)
     assert [j.version for j in await storage.running_backfills()] == [tombstone.version]
+
+
+async def test_timeline_events_by_profiles_names_and_time(backend: Backend) -> None:
+    storage, _ = backend
+    await store_profiles(backend, WS, ["prof_a", "prof_b", "prof_c"])
+
+    def event(offset: int, profile_id: str, name: str, minutes: int) -> ProfileEvent:
+        at = T0 + timedelta(minutes=minutes)
+        return ProfileEvent(
+            workspace_id=WS,
+            profile_id=profile_id,
+            offset=offset,
+            message_id=f"m{offset}",
+            type="track",
+            name=name,
+            timestamp=at,
+            received_at=at,
+            body=b'{"n":%d}' % offset,
+        )
+
+    events = [
+        event(1, "prof_a", "Viewed", 0),
+        event(2, "prof_b", "Viewed", 5),
+        event(3, "prof_a", "Ordered", 10),
+        event(4, "prof_c", "Viewed", 15),
+        event(5, "prof_a", "Viewed", 20),
+        event(6, "prof_b", "Clicked", 25),
+    ]
+    await storage.commit_processing(ProcessingBatch(consumer="seed", offset=6, events=events))
+    found = await storage.timeline_events(WS, ["prof_a", "prof_b"], ["Viewed", "Ordered"], None)
+    assert [e.offset for e in found] == [1, 2, 3, 5]
+    assert found[0] == events[0]
+    recent = await storage.timeline_events(
+        WS, ["prof_a", "prof_b"], ["Viewed"], T0 + timedelta(minutes=5)
+    )
+    assert [e.offset for e in recent] == [2, 5]
+    assert await storage.timeline_events(WS, [], ["Viewed"], None) == []
+    assert await storage.timeline_events(WS, ["prof_a"], [], None) == []
+    assert await storage.timeline_events("ws_other", ["prof_a"], ["Viewed"], None) == []

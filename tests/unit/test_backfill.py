@@ -186,3 +186,56 @@ def test_reevaluate_leaves_a_segment_that_is_gone() -> None:
     assert [(c.segment_id, c.version, c.entered) for c in changes] == [("old", 2, False)]
     same, none = reevaluate_segments(catalog, updated, ["old"], now)
     assert same is updated and none == []
+
+
+S2 = {
+    "event": "Product Viewed",
+    "aggregate": "count",
+    "window": "1h",
+    "key": "properties.product_id",
+    "op": "gte",
+    "value": 3,
+}
+
+
+async def test_aggregates_count_the_events_from_before_the_definition() -> None:
+    h = Harness()
+    now = h.clock.now()
+
+    def view(n: int, user: str, product: str, minutes_ago: int) -> Event:
+        at = now - timedelta(minutes=minutes_ago)
+        return Event(
+            workspace_id=WS,
+            message_id=f"v{n}",
+            type="track",
+            event="Product Viewed",
+            user_id=user,
+            properties={"product_id": product},
+            timestamp=at,
+            received_at=at,
+            source="write_key:k1",
+        )
+
+    # u1: the same jacket three times in the last 50 minutes; u2: three times,
+    # but two hours ago; u3: three different products.
+    await h.feed(
+        view(1, "u1", "jacket", 50),
+        view(2, "u1", "jacket", 30),
+        view(3, "u1", "jacket", 10),
+        view(4, "u2", "jacket", 130),
+        view(5, "u2", "jacket", 125),
+        view(6, "u2", "jacket", 120),
+        view(7, "u3", "jacket", 20),
+        view(8, "u3", "boots", 15),
+        view(9, "u3", "scarf", 10),
+    )
+    await define(h, "s2", S2)
+    await walk(h)
+    assert await members(h, "s2", ["u1", "u2", "u3"]) == {"u1": True, "u2": False, "u3": False}
+    u1 = await h.profile_of("user_id", "u1")
+    # She leaves when the first of her three views is an hour old.
+    assert u1.segment_timer_at == now + timedelta(minutes=10)
+    # A fourth view now counts with the three from before the definition.
+    await h.feed(view(10, "u3", "boots", 0))
+    await h.feed(view(11, "u3", "boots", 0))
+    assert (await members(h, "s2", ["u3"]))["u3"] is True

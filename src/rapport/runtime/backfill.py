@@ -11,7 +11,11 @@ newer one.
 
 A page is ``page_size`` profiles in id order after the job's cursor. Each is
 evaluated with ``reevaluate_segments`` for the job's segment (and the
-segments reading it), at the processor's clock. A page whose job was replaced
+segments reading it), at the processor's clock. When the segment reads event
+aggregates, their states are first rebuilt from the page's timelines (one
+query per page, only the events they count, only as far back as the longest
+window), so that the events that came before the definition count: streaming
+only feeds an aggregate what arrives after it exists. A page whose job was replaced
 meanwhile (a newer version of the definition) is dropped: the new job walks
 everything again under the new rule.
 """
@@ -20,14 +24,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rapport.core.backfill import BackfillJob, advance_backfill
+import msgspec
+
+from rapport.core.backfill import (
+    BackfillJob,
+    advance_backfill,
+    history_window,
+    rebuild_aggregates,
+)
 from rapport.core.clock import Clock
-from rapport.core.model import Profile
+from rapport.core.model import Event, Profile
 from rapport.core.segments import MembershipChange, reevaluate_segments
 from rapport.runtime.working_set import SegmentCatalogs
 from rapport.storage.base import Storage
 
 DEFAULT_PAGE_SIZE = 1000
+
+_decode_event = msgspec.json.Decoder(Event).decode
 
 
 @dataclass
@@ -88,13 +101,28 @@ class Backfiller:
         profiles = await self._storage.scan_profiles(job.workspace_id, job.cursor, self.page_size)
         page = BackfillPage(job)
         position = catalog.position.get(job.segment_id)
-        timed = position is not None and catalog.segments[position].condition.time_dependent
+        condition = None if position is None else catalog.segments[position].condition
+        timed = condition is not None and condition.time_dependent
+        histories: dict[str, list[Event]] = {}
+        aggregators = {}
+        if condition is not None and condition.aggregates and profiles:
+            aggregators = {aid: catalog.aggregators[aid] for aid in condition.aggregates}
+            names, since = history_window(condition.aggregates.values(), now)
+            for stored in await self._storage.timeline_events(
+                job.workspace_id, [p.id for p in profiles], names, since
+            ):
+                histories.setdefault(stored.profile_id, []).append(_decode_event(stored.body))
         entered = exited = 0
         for profile in profiles:
+            original = profile
+            if aggregators:
+                profile = rebuild_aggregates(
+                    profile, aggregators, histories.get(profile.id, ()), now
+                )
             updated, changes = reevaluate_segments(catalog, profile, (job.segment_id,), now)
-            if timed or updated is not profile:
+            if timed or updated is not original:
                 page.profiles.append(updated)
-                page.originals[profile.id] = profile
+                page.originals[profile.id] = original
             for change in changes:
                 page.changes.append((updated, change))
                 if change.segment_id == job.segment_id:

@@ -317,6 +317,20 @@ class Storage(abc.ABC):
     async def running_backfills(self) -> list[BackfillJob]:
         """Every job still running, in any workspace, oldest start first."""
 
+    @abc.abstractmethod
+    async def timeline_events(
+        self,
+        workspace_id: str,
+        profile_ids: Sequence[str],
+        names: Sequence[str],
+        since: datetime | None,
+    ) -> list[ProfileEvent]:
+        """The events named ``names`` in these profiles' timelines, oldest offset first.
+
+        Only those with ``timestamp >= since`` when ``since`` is given. A
+        backfill rebuilds a new aggregate's state from them.
+        """
+
     # -- segment membership index (rapport.storage.membership_index) ---------
     @abc.abstractmethod
     async def commit_memberships(self, batch: MembershipBatch) -> None:

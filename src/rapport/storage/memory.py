@@ -400,6 +400,26 @@ class MemoryStorage(Storage):
         running = [job for job in self._backfills.values() if job.running]
         return sorted(running, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
+    async def timeline_events(
+        self,
+        workspace_id: str,
+        profile_ids: Sequence[str],
+        names: Sequence[str],
+        since: datetime | None,
+    ) -> list[ProfileEvent]:
+        wanted = set(names)
+        offsets = sorted(
+            offset
+            for profile_id in set(profile_ids)
+            for offset in self._timelines.get((workspace_id, profile_id), ())
+        )
+        found = []
+        for offset in offsets:
+            event = self._events[(workspace_id, offset)]
+            if event.name in wanted and (since is None or event.timestamp >= since):
+                found.append(msgspec.structs.replace(event))
+        return found
+
     # -- segment membership index -------------------------------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
         plan = plan_memberships(batch.changes, self._offsets.get(batch.consumer, 0))

@@ -586,6 +586,28 @@ class PostgresStorage(Storage):
         jobs = [self._backfill_decoder.decode(row[0]) for row in rows]
         return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
+    async def timeline_events(
+        self,
+        workspace_id: str,
+        profile_ids: Sequence[str],
+        names: Sequence[str],
+        since: datetime | None,
+    ) -> list[ProfileEvent]:
+        if not profile_ids or not names:
+            return []
+        rows = await self._pool.fetch(
+            'SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,'
+            " occurred_at AS timestamp, received_at, body FROM profile_events"
+            " WHERE workspace_id = $1 AND profile_id = ANY($2::text[])"
+            " AND name = ANY($3::text[]) AND ($4::timestamptz IS NULL OR occurred_at >= $4)"
+            " ORDER BY log_offset",
+            workspace_id,
+            list(profile_ids),
+            list(names),
+            since,
+        )
+        return [ProfileEvent(**row) for row in rows]
+
     async def _latest_segment(
         self, conn: _Connection, workspace_id: str, segment_id: str
     ) -> SegmentDefinition | None:

@@ -485,6 +485,31 @@ class SqliteStorage(Storage):
         jobs = [_decode_backfill(doc) for doc in await self._db.read(running)]
         return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
+    async def timeline_events(
+        self,
+        workspace_id: str,
+        profile_ids: Sequence[str],
+        names: Sequence[str],
+        since: datetime | None,
+    ) -> list[ProfileEvent]:
+        if not profile_ids or not names:
+            return []
+        lower = -_NO_UPPER_BOUND if since is None else to_micros(since)
+
+        def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
+            # json_each keeps it one statement whatever the number of ids.
+            rows = conn.execute(
+                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
+                " timestamp, received_at, body FROM profile_events"
+                " WHERE workspace_id = ? AND profile_id IN (SELECT value FROM json_each(?))"
+                " AND name IN (SELECT value FROM json_each(?)) AND timestamp >= ?"
+                " ORDER BY log_offset",
+                (workspace_id, _encode(list(profile_ids)), _encode(list(names)), lower),
+            ).fetchall()
+            return [_profile_event(row) for row in rows]
+
+        return await self._db.read(read)
+
     # -- segment membership index (sqlite_memberships) -----------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
         await self._db.write(PreparedMemberships(batch).apply)
