@@ -711,3 +711,16 @@ def test_every_optional_field_reaches_the_event() -> None:
     assert event.timestamp == RECEIVED - timedelta(seconds=30)
     assert event.source == "write_key:key_1"
     assert event.received_at == RECEIVED
+
+
+def test_nesting_right_at_the_limit_is_accepted_and_one_more_level_refused() -> None:
+    # properties itself is the first level; MAX_NESTING - 1 more may follow.
+    _, result = run_batch(
+        [
+            {**TRACK, "messageId": "ok", "properties": {"x": nested(MAX_NESTING - 2)}},
+            {**TRACK, "messageId": "deep", "properties": {"x": nested(MAX_NESTING - 1)}},
+        ]
+    )
+    assert [e.message_id for e in result.events] == ["ok"]
+    [rejection] = result.rejections
+    assert (rejection.code, rejection.index) == ("too_deep", 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import Counter
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -31,6 +32,7 @@ from rapport.api.ingest_docs import (
     INGEST_RESPONSES,
     SINGLE_BODIES,
 )
+from rapport.api.ingest_priority import IngestActivity
 from rapport.core.model import Rejection
 from rapport.core.tracking import (
     IngestRequest,
@@ -172,10 +174,13 @@ def limits_of(rapport: Rapport) -> Limits:
 async def ingest(request: Request, event_type: str | None) -> Response:
     """Accept a batch (``event_type`` None) or a single call of ``event_type``."""
     rapport = get_rapport(request)
+    activity: IngestActivity = request.app.state.ingest_activity
     started = time.perf_counter()
+    activity.begin()
     try:
         return await _ingest(rapport, request, event_type)
     finally:
+        activity.end()
         rapport.metrics.ingest_seconds.observe(time.perf_counter() - started)
 
 
@@ -241,10 +246,12 @@ async def _accept(
         # Accepted means durable: nothing is answered before the append returns.
         fresh = await rapport.event_log.append(result.events)
         rapport.processor.notify()
-        by_type: Counter[str] = Counter()
-        for event, is_new in zip(result.events, fresh, strict=True):
-            if is_new:
-                by_type[event.type] += 1
+        kept = (
+            result.events
+            if all(fresh)
+            else [event for event, is_new in zip(result.events, fresh, strict=True) if is_new]
+        )
+        by_type = Counter(map(_event_type, kept))
         accepted = sum(by_type.values())
         duplicates = len(result.events) - accepted
         for kind, count in by_type.items():
@@ -266,6 +273,9 @@ async def _accept(
     return _json(
         {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
     )
+
+
+_event_type = attrgetter("type")
 
 
 def _rejection_body(rejection: Rejection) -> dict[str, Any]:
