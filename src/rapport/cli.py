@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -158,6 +159,94 @@ def segments_backfill(
     ok = asyncio.run(follow_backfill(settings, workspace, segment_id, follow, interval, click.echo))
     if not ok:
         raise SystemExit(1)
+
+
+@main.group()
+def journeys() -> None:
+    """Journey definitions: validate files, apply them, publish, pause, resume."""
+
+
+def _journey_result(result: tuple[list[str], bool]) -> None:
+    lines, ok = result
+    for line in lines:
+        click.echo(line)
+    if not ok:
+        raise SystemExit(1)
+
+
+@journeys.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def journeys_validate(files: tuple[Path, ...]) -> None:
+    """Check journey files (YAML or JSON) offline; print every error with its path."""
+    from rapport.cli_journeys import validate_files
+
+    _journey_result(validate_files(files))
+
+
+@journeys.command("apply")
+@data_dir_option
+@config_option
+@workspace_option
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--publish", is_flag=True, help="Publish the saved draft (new entries take it).")
+def journeys_apply(
+    data_dir: str | None, config: str | None, workspace: str, file: Path, publish: bool
+) -> None:
+    """Save FILE as its journey's draft (a new version, or the draft replaced)."""
+    from rapport.cli_journeys import apply_file
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+    _journey_result(asyncio.run(apply_file(settings, workspace, file, publish)))
+
+
+@journeys.command("list")
+@data_dir_option
+@config_option
+@workspace_option
+def journeys_list(data_dir: str | None, config: str | None, workspace: str) -> None:
+    """List the journeys: state, entry version, draft version, name."""
+    from rapport.cli_journeys import list_journeys
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+    _journey_result(asyncio.run(list_journeys(settings, workspace)))
+
+
+@journeys.command("show")
+@data_dir_option
+@config_option
+@workspace_option
+@click.argument("journey_id")
+def journeys_show(
+    data_dir: str | None, config: str | None, workspace: str, journey_id: str
+) -> None:
+    """Show a journey's versions and its newest definition."""
+    from rapport.cli_journeys import show_journey
+
+    settings = _settings(config, data_dir=data_dir)
+    configure_logging("warning", settings.log_format)
+    _journey_result(asyncio.run(show_journey(settings, workspace, journey_id)))
+
+
+def _journey_action(action: str, summary: str) -> None:
+    @journeys.command(action, help=summary)
+    @data_dir_option
+    @config_option
+    @workspace_option
+    @click.argument("journey_id")
+    def command(data_dir: str | None, config: str | None, workspace: str, journey_id: str) -> None:
+        from rapport.cli_journeys import change_journey
+
+        settings = _settings(config, data_dir=data_dir)
+        configure_logging("warning", settings.log_format)
+        _journey_result(asyncio.run(change_journey(settings, workspace, journey_id, action)))
+
+
+_journey_action("publish", "Publish the journey's draft; earlier versions finish their instances.")
+_journey_action("pause", "Pause the journey: no entries, in-flight instances wait.")
+_journey_action("resume", "Resume a paused journey.")
+_journey_action("archive", "Archive every version: no entries, in-flight instances exit.")
 
 
 @main.command()

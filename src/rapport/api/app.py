@@ -18,6 +18,8 @@ import rapport
 from rapport.api import conditions, ingest, profiles, segments
 from rapport.api.computed_traits import router as computed_traits_router
 from rapport.api.errors import install_error_handlers
+from rapport.api.ingest_priority import IngestActivity
+from rapport.api.journeys import router as journeys_router
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
 
@@ -51,6 +53,16 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
+def give_way_to_ingest(runtime: Rapport, activity: IngestActivity) -> None:
+    """Make the runtime's processor wait for pauses in ingest (``ingest_priority``)."""
+    max_lag = runtime.settings.max_processing_lag
+
+    async def give_way() -> None:
+        await activity.give_way(runtime.lag, max_lag)
+
+    runtime.processor.give_way = give_way
 
 
 class RapportApp(FastAPI):
@@ -91,11 +103,14 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     """
     if (rapport_ is None) == (settings is None):
         raise ValueError("pass exactly one of a Rapport or settings")
+    # Inline processing waits for pauses in ingest (see ``ingest_priority``).
+    activity = IngestActivity()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings is not None:
             runtime = await Rapport.open(settings)
+            give_way_to_ingest(runtime, activity)
             await runtime.start()
             tune_garbage_collector()
             app.state.rapport = runtime
@@ -115,8 +130,10 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
         ),
         lifespan=lifespan,
     )
+    app.state.ingest_activity = activity
     if rapport_ is not None:
         app.state.rapport = rapport_
+        give_way_to_ingest(rapport_, activity)
     install_error_handlers(app)
     app.add_middleware(CORSMiddleware, **CORS_OPTIONS)
     app.ingest_app = ServerErrorMiddleware(CORSMiddleware(ingest.serve_ingest, **CORS_OPTIONS))
@@ -125,6 +142,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.include_router(conditions.router)
     app.include_router(segments.router)
     app.include_router(computed_traits_router)
+    app.include_router(journeys_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:

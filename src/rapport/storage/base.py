@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from rapport.core.backfill import BackfillJob
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Event,
     Identifier,
@@ -386,6 +388,70 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def computed_traits_revision(self) -> int:
         """A number that grows with every computed-trait write in any workspace (0 before any).
+
+        Cheap to call: processors poll it to know when to reload definitions.
+        """
+
+    # -- journey definitions (rapport.core.journeys.lifecycle) ---------------
+    # Every version is kept: instances refer to the version they entered on.
+    # Writes apply ``save_draft`` / ``transition`` to the journey's versions
+    # atomically (no other write to the journey in between).
+    @abc.abstractmethod
+    async def save_journey(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        definition: Any,
+        now: datetime,
+        *,
+        create_only: bool = False,
+    ) -> JourneyVersion:
+        """Store ``definition`` (validated by the caller) as the journey's draft; return it.
+
+        Replaces the draft if the newest version is one, else adds the next
+        version as a draft. With ``create_only``, raise
+        ``JourneyAlreadyExists`` (storing nothing) if the journey has any version.
+        """
+
+    @abc.abstractmethod
+    async def transition_journey(
+        self, workspace_id: str, journey_id: str, action: str, now: datetime
+    ) -> list[JourneyVersion]:
+        """Apply ``action`` (publish, pause, resume, archive); return every version after it.
+
+        Raises ``JourneyNotFound`` for a journey without versions and
+        ``IllegalTransition`` when its state does not allow ``action``;
+        either way nothing is stored.
+        """
+
+    @abc.abstractmethod
+    async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
+        """Every version of the journey, oldest first; empty for an unknown journey."""
+
+    @abc.abstractmethod
+    async def get_journey_version(
+        self, workspace_id: str, journey_id: str, version: int
+    ) -> JourneyVersion | None:
+        """One version (whatever its status): what an instance that entered on it runs."""
+
+    @abc.abstractmethod
+    async def entry_journey_version(
+        self, workspace_id: str, journey_id: str
+    ) -> JourneyVersion | None:
+        """The newest published version, which new entries take; None if there is none."""
+
+    @abc.abstractmethod
+    async def list_journey_versions(
+        self, workspace_id: str, *, statuses: Collection[str] | None = None
+    ) -> list[JourneyVersion]:
+        """The workspace's versions with one of ``statuses`` (all if None), by journey id, version.
+
+        The runtime loads ``lifecycle.RUNNING`` (published and paused) versions.
+        """
+
+    @abc.abstractmethod
+    async def journeys_revision(self) -> int:
+        """A number that grows with every journey write in any workspace (0 before any).
 
         Cheap to call: processors poll it to know when to reload definitions.
         """

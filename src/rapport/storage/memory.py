@@ -12,8 +12,9 @@ Nothing survives the process.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -25,6 +26,7 @@ from rapport.core.computed_traits.definitions import (
     deleted_computed_trait,
     next_computed_trait,
 )
+from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Event,
     Identifier,
@@ -53,6 +55,7 @@ from rapport.storage.base import (
     Workspace,
 )
 from rapport.storage.membership_index import plan_memberships
+from rapport.storage.memory_journeys import MemoryJourneys
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
 # contract says an event's or profile's datetimes come back as they went in.
@@ -151,6 +154,7 @@ class MemoryStorage(Storage):
         self._computed_traits_revision = 0
         self._backfills: dict[tuple[str, str], BackfillJob] = {}
         """(workspace, segment id) -> the job of its newest version (frozen)."""
+        self._journeys = MemoryJourneys()
 
     # -- workspaces and keys -------------------------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
@@ -515,6 +519,44 @@ class MemoryStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return self._computed_traits_revision
+
+    # -- journey definitions (memory_journeys) -------------------------------
+    async def save_journey(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        definition: Any,
+        now: datetime,
+        *,
+        create_only: bool = False,
+    ) -> JourneyVersion:
+        return self._journeys.save(workspace_id, journey_id, definition, now, create_only)
+
+    async def transition_journey(
+        self, workspace_id: str, journey_id: str, action: str, now: datetime
+    ) -> list[JourneyVersion]:
+        return self._journeys.transition(workspace_id, journey_id, action, now)
+
+    async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
+        return self._journeys.versions(workspace_id, journey_id)
+
+    async def get_journey_version(
+        self, workspace_id: str, journey_id: str, version: int
+    ) -> JourneyVersion | None:
+        return self._journeys.version(workspace_id, journey_id, version)
+
+    async def entry_journey_version(
+        self, workspace_id: str, journey_id: str
+    ) -> JourneyVersion | None:
+        return self._journeys.entry(workspace_id, journey_id)
+
+    async def list_journey_versions(
+        self, workspace_id: str, *, statuses: Collection[str] | None = None
+    ) -> list[JourneyVersion]:
+        return self._journeys.listed(workspace_id, statuses)
+
+    async def journeys_revision(self) -> int:
+        return self._journeys.revision
 
     # -- helpers -------------------------------------------------------------
     def _put_event(self, event: ProfileEvent) -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
@@ -25,6 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from rapport.core.backfill import BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Identifier,
     MergeRecord,
@@ -34,7 +35,7 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
-from rapport.storage import postgres_memberships, postgres_scheduled
+from rapport.storage import postgres_journeys, postgres_memberships, postgres_scheduled
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -672,6 +673,50 @@ class PostgresStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return await trait_definitions_revision(self._pool)
+
+    # -- journey definitions (postgres_journeys) -----------------------------
+    async def save_journey(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        definition: Any,
+        now: datetime,
+        *,
+        create_only: bool = False,
+    ) -> JourneyVersion:
+        return await postgres_journeys.save_journey(
+            self._pool, _LOCK_CLASS, workspace_id, journey_id, definition, now, create_only
+        )
+
+    async def transition_journey(
+        self, workspace_id: str, journey_id: str, action: str, now: datetime
+    ) -> list[JourneyVersion]:
+        return await postgres_journeys.transition_journey(
+            self._pool, _LOCK_CLASS, workspace_id, journey_id, action, now
+        )
+
+    async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
+        return await postgres_journeys.journey_versions(self._pool, workspace_id, journey_id)
+
+    async def get_journey_version(
+        self, workspace_id: str, journey_id: str, version: int
+    ) -> JourneyVersion | None:
+        return await postgres_journeys.journey_version(
+            self._pool, workspace_id, journey_id, version
+        )
+
+    async def entry_journey_version(
+        self, workspace_id: str, journey_id: str
+    ) -> JourneyVersion | None:
+        return await postgres_journeys.entry_journey_version(self._pool, workspace_id, journey_id)
+
+    async def list_journey_versions(
+        self, workspace_id: str, *, statuses: Collection[str] | None = None
+    ) -> list[JourneyVersion]:
+        return await postgres_journeys.list_journey_versions(self._pool, workspace_id, statuses)
+
+    async def journeys_revision(self) -> int:
+        return await postgres_journeys.journeys_revision(self._pool)
 
     # -- segment membership index (postgres_memberships) ---------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from rapport.core.backfill import BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Identifier,
     MergeRecord,
@@ -31,7 +33,7 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
-from rapport.storage import sqlite_scheduled
+from rapport.storage import sqlite_journeys, sqlite_scheduled
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -565,6 +567,60 @@ class SqliteStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return await self._db.read(trait_definitions_revision)
+
+    # -- journey definitions (sqlite_journeys) -------------------------------
+    async def save_journey(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        definition: Any,
+        now: datetime,
+        *,
+        create_only: bool = False,
+    ) -> JourneyVersion:
+        return await self._db.write(
+            lambda conn: sqlite_journeys.save_journey(
+                conn, workspace_id, journey_id, definition, now, create_only
+            )
+        )
+
+    async def transition_journey(
+        self, workspace_id: str, journey_id: str, action: str, now: datetime
+    ) -> list[JourneyVersion]:
+        return await self._db.write(
+            lambda conn: sqlite_journeys.transition_journey(
+                conn, workspace_id, journey_id, action, now
+            )
+        )
+
+    async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
+        return await self._db.read(
+            lambda conn: sqlite_journeys.journey_versions(conn, workspace_id, journey_id)
+        )
+
+    async def get_journey_version(
+        self, workspace_id: str, journey_id: str, version: int
+    ) -> JourneyVersion | None:
+        return await self._db.read(
+            lambda conn: sqlite_journeys.journey_version(conn, workspace_id, journey_id, version)
+        )
+
+    async def entry_journey_version(
+        self, workspace_id: str, journey_id: str
+    ) -> JourneyVersion | None:
+        return await self._db.read(
+            lambda conn: sqlite_journeys.entry_journey_version(conn, workspace_id, journey_id)
+        )
+
+    async def list_journey_versions(
+        self, workspace_id: str, *, statuses: Collection[str] | None = None
+    ) -> list[JourneyVersion]:
+        return await self._db.read(
+            lambda conn: sqlite_journeys.list_journey_versions(conn, workspace_id, statuses)
+        )
+
+    async def journeys_revision(self) -> int:
+        return await self._db.read(sqlite_journeys.journeys_revision)
 
 
 def _latest_segment(
