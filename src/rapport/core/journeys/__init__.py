@@ -8,8 +8,11 @@ as a JSON Schema (``JOURNEY_SCHEMA``), read into typed values for the
 runtime (``parse_journey``) and stored as versions with a lifecycle
 (``lifecycle``). The language reference is docs/journeys.md.
 
-This package defines journeys; running them (instances, timers, sends) is
-the runtime's.
+Running them is split in two: the pure engine here (``on_event`` and
+``on_timer`` over ``JourneyInstance`` values and a ``CompiledJourney`` per
+running version, returning an ``Outcome`` of effects), and the runtime,
+which stores instances and timers and commits each outcome in one
+transaction (docs/journeys.md, "How journeys run").
 """
 
 from rapport.core.journeys.build import (
@@ -19,6 +22,20 @@ from rapport.core.journeys.build import (
     referenced_segments,
 )
 from rapport.core.journeys.checks import REFERENCE, STRUCTURE, InvalidJourney, JourneyError
+from rapport.core.journeys.compiled import CompiledJourney, compile_journey
+from rapport.core.journeys.effects import (
+    TIMER_EVENT,
+    CancelTimer,
+    Effect,
+    MetricIncrement,
+    Outcome,
+    ScheduleTimer,
+    SendEffect,
+    TraitUpdateEffect,
+    WebhookEffect,
+)
+from rapport.core.journeys.engine import on_event, on_timer
+from rapport.core.journeys.instances import JourneyInstance, TraceEntry, WaitState, describe
 from rapport.core.journeys.lifecycle import (
     ACTIONS,
     ARCHIVE,
@@ -60,19 +77,36 @@ __all__ = [
     "RUNNING",
     "STATUSES",
     "STRUCTURE",
+    "TIMER_EVENT",
+    "CancelTimer",
+    "CompiledJourney",
     "DocumentError",
+    "Effect",
     "IllegalTransition",
     "InvalidJourney",
     "Journey",
     "JourneyAlreadyExists",
     "JourneyError",
+    "JourneyInstance",
     "JourneyNotFound",
     "JourneyVersion",
+    "MetricIncrement",
+    "Outcome",
+    "ScheduleTimer",
+    "SendEffect",
+    "TraceEntry",
+    "TraitUpdateEffect",
+    "WaitState",
+    "WebhookEffect",
     "assign_variant",
     "check_journey",
+    "compile_journey",
     "conditions_of",
+    "describe",
     "entry_version",
     "journey_state",
+    "on_event",
+    "on_timer",
     "parse_document",
     "parse_journey",
     "referenced_segments",
