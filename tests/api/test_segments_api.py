@@ -121,7 +121,7 @@ async def test_bad_fields_are_named(api: ApiHarness) -> None:
         (definition(name=""), "invalid_name", "name"),
         (definition(name="x" * 201), "invalid_name", "name"),
         (definition(description=3), "invalid_description", "description"),
-        (definition(kind="static"), "unsupported_kind", "kind"),
+        (definition(kind="static"), "condition_not_allowed", "condition"),
         (definition(kind="weird"), "invalid_kind", "kind"),
         (definition(colour="red"), "unknown_field", "colour"),
         ({"id": "a", "name": "x"}, "invalid_condition", "condition"),

@@ -239,3 +239,16 @@ async def test_aggregates_count_the_events_from_before_the_definition() -> None:
     await h.feed(view(10, "u3", "boots", 0))
     await h.feed(view(11, "u3", "boots", 0))
     assert (await members(h, "s2", ["u3"]))["u3"] is True
+
+
+async def test_a_static_segment_has_nothing_to_walk() -> None:
+    h = Harness()
+    await seed(h, {"u1": "gold", "u2": "silver"})
+    draft = SegmentDraft(
+        workspace_id=WS, id="vip-list", name="VIP list", kind="static", condition=None
+    )
+    await h.storage.put_segment(draft, h.clock.now())
+    assert await walk(h) == 1
+    job = await h.storage.get_backfill(WS, "vip-list")
+    assert job is not None and (job.status, job.processed) == (DONE, 0)
+    assert await segment_events(h) == []

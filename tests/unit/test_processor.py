@@ -18,6 +18,7 @@ from rapport.core.ids import SequentialIds
 from rapport.core.model import Event, Identifier, Membership, Profile, Rejection
 from rapport.core.segments import SegmentDraft
 from rapport.runtime import processor as processor_module
+from rapport.runtime import segment_effects
 from rapport.runtime.processor import Processor
 from rapport.runtime.relay import Relay
 from rapport.storage.base import ProcessingBatch
@@ -915,7 +916,7 @@ async def test_a_timer_for_a_profile_that_is_gone_is_dropped() -> None:
     h = Harness()
     await define(h, "s2", S2)
     due = h.clock.now()
-    event = processor_module._timer_event(WS, "prof_gone", "segments:prof_gone", due)
+    event = segment_effects.timer_event(WS, "prof_gone", "segments:prof_gone", due)
     await h.log.append([event])
     assert await h.processor.run_once() == 1
     assert h.processor.failed_total == 0

@@ -13,6 +13,12 @@ Answers about an active segment carry its ``size``, and
 ``GET /api/segments/{id}/members`` pages its members: both come from the
 membership index (``rapport.runtime.memberships``), a count and a keyset
 page, never a scan of the segment.
+
+A ``static`` segment has no condition: its members are uploaded with
+``POST /api/segments/{id}/members`` (``rapport.api.segment_uploads``).
+Dynamic conditions may read it like any segment. A segment keeps its kind
+across updates (delete it and create it again to change it), so memberships
+computed by a condition never become list entries, nor the reverse.
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from starlette.responses import Response
 from rapport.api.auth import get_rapport, require_secret_key
 from rapport.api.definitions import compile_or_422, read_definition
 from rapport.api.errors import ApiError
+from rapport.api.segment_uploads import UPLOAD_OPENAPI, accept_upload
+from rapport.core.backfill import BackfillJob
 from rapport.core.conditions import CompiledCondition, compile_condition
 from rapport.core.segments import (
+    DYNAMIC,
     MAX_DESCRIPTION_LENGTH,
     MAX_NAME_LENGTH,
     SEGMENT_ID_PATTERN,
     SEGMENT_KINDS,
-    SUPPORTED_KINDS,
+    STATIC,
     SegmentAlreadyExists,
     SegmentDefinition,
     SegmentDraft,
@@ -70,13 +79,21 @@ def _definition_body(*, with_id: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH},
-        "kind": {"type": "string", "enum": sorted(SUPPORTED_KINDS)},
-        "condition": {"type": "object", "description": "See GET /api/schemas/condition"},
+        "kind": {
+            "type": "string",
+            "enum": sorted(SEGMENT_KINDS),
+            "description": "dynamic (default on creation; kept on update) or static",
+        },
+        "condition": {
+            "type": "object",
+            "description": "Required for dynamic segments, refused for static ones;"
+            " see GET /api/schemas/condition",
+        },
     }
     if with_id:
         properties["id"] = {"type": "string", "pattern": f"^{SEGMENT_ID_PATTERN}$"}
     example = dict(_S2_EXAMPLE) if with_id else {k: v for k, v in _S2_EXAMPLE.items() if k != "id"}
-    required = ["id", "name", "condition"] if with_id else ["name", "condition"]
+    required = ["id", "name"] if with_id else ["name"]
     return {
         "requestBody": {
             "required": True,
@@ -103,8 +120,26 @@ def _time(value: datetime) -> str:
     return value.isoformat()
 
 
-def segment_body(definition: SegmentDefinition, size: int | None = None) -> dict[str, Any]:
-    """The definition as answered; ``size`` (current members, from the index) if given."""
+def backfill_body(job: BackfillJob) -> dict[str, Any]:
+    """A backfill job's progress as answered (see docs/segments.md)."""
+    return {
+        "status": job.status,
+        "version": job.version,
+        "processed": job.processed,
+        "total": job.total,
+        "progress": round(job.progress, 4),
+        "entered": job.entered,
+        "exited": job.exited,
+        "started_at": _time(job.started_at),
+        "finished_at": None if job.finished_at is None else _time(job.finished_at),
+    }
+
+
+def segment_body(
+    definition: SegmentDefinition, size: int | None = None, backfill: BackfillJob | None = None
+) -> dict[str, Any]:
+    """The definition as answered; ``size`` (current members, from the index) and the
+    progress of the ``backfill`` that brings existing profiles to it, if given."""
     body: dict[str, Any] = {
         "id": definition.id,
         "name": definition.name,
@@ -116,7 +151,10 @@ def segment_body(definition: SegmentDefinition, size: int | None = None) -> dict
         "created_at": _time(definition.created_at),
         "updated_at": _time(definition.updated_at),
     }
-    if definition.active:
+    if definition.active and definition.kind == STATIC:
+        body["depends_on"] = {"traits": [], "events": [], "segments": [], "consents": []}
+        body["time_dependent"] = False
+    elif definition.active:
         compiled = compile_condition(definition.condition)
         body["depends_on"] = {
             "traits": sorted(compiled.traits),
@@ -127,12 +165,16 @@ def segment_body(definition: SegmentDefinition, size: int | None = None) -> dict
         body["time_dependent"] = compiled.time_dependent
     if size is not None:
         body["size"] = size
+    if backfill is not None and backfill.version == definition.version:
+        body["backfill"] = backfill_body(backfill)
     return body
 
 
 async def _with_size(rapport: Rapport, definition: SegmentDefinition) -> dict[str, Any]:
-    sizes = await rapport.storage.segment_sizes(definition.workspace_id, [definition.id])
-    return segment_body(definition, sizes[definition.id])
+    ws = definition.workspace_id
+    sizes = await rapport.storage.segment_sizes(ws, [definition.id])
+    job = await rapport.storage.get_backfill(ws, definition.id)
+    return segment_body(definition, sizes[definition.id], job)
 
 
 def _check_id(segment_id: str, field: str) -> None:
@@ -174,20 +216,22 @@ def _text(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str
     return value
 
 
-def _kind(body: dict[str, Any]) -> str:
-    kind = body.get("kind", "dynamic")
+def _kind(body: dict[str, Any], existing: SegmentDefinition | None) -> str:
+    """The kind the body asks for: the existing segment's when it names none."""
+    kind = body.get("kind", DYNAMIC if existing is None else existing.kind)
     if kind not in SEGMENT_KINDS:
         raise ApiError(
             422,
             "invalid_kind",
-            f"kind must be one of {', '.join(sorted(SUPPORTED_KINDS))}",
+            f"kind must be one of {', '.join(sorted(SEGMENT_KINDS))}",
             field="kind",
         )
-    if kind not in SUPPORTED_KINDS:
+    if existing is not None and kind != existing.kind:
         raise ApiError(
-            422,
-            "unsupported_kind",
-            f"{kind} segments are not supported yet; use a dynamic segment with a condition",
+            409,
+            "kind_change",
+            f"Segment {existing.id!r} is {existing.kind}; a segment keeps its kind:"
+            " delete it and create it again as a {kind} segment",
             field="kind",
         )
     return str(kind)
@@ -197,6 +241,13 @@ def _compile(body: dict[str, Any]) -> CompiledCondition:
     if "condition" not in body:
         raise ApiError(422, "invalid_condition", "condition is required", field="condition")
     return compile_or_422(body["condition"], body_path="condition")
+
+
+def _reads(definition: SegmentDefinition) -> frozenset[str]:
+    """The segments a stored definition's condition reads (none for a static one)."""
+    if definition.kind == STATIC:
+        return frozenset()
+    return compile_condition(definition.condition).segments
 
 
 async def _check_references(
@@ -213,9 +264,7 @@ async def _check_references(
                 f"The condition reads segment {referenced!r}, which does not exist",
                 field="condition",
             )
-    references = {
-        other.id: compile_condition(other.condition).segments for other in stored.values()
-    }
+    references: dict[str, frozenset[str]] = {other.id: _reads(other) for other in stored.values()}
     references[segment_id] = compiled.segments
     cycle = reference_cycle(segment_id, references)
     if cycle is not None:
@@ -228,20 +277,37 @@ async def _check_references(
 
 
 async def _draft(
-    rapport: Rapport, key: ApiKey, segment_id: str, body: dict[str, Any]
+    rapport: Rapport,
+    key: ApiKey,
+    segment_id: str,
+    body: dict[str, Any],
+    existing: SegmentDefinition | None = None,
 ) -> SegmentDraft:
+    """What the body asks to store; ``existing``: the active segment it updates, if any."""
     name = _text(body, "name", required=True, limit=MAX_NAME_LENGTH)
     description = _text(body, "description", required=False, limit=MAX_DESCRIPTION_LENGTH)
-    kind = _kind(body)
-    compiled = _compile(body)
-    await _check_references(rapport, key.workspace_id, segment_id, compiled)
+    kind = _kind(body, existing)
+    condition: Any = None
+    if kind == STATIC:
+        if body.get("condition") is not None:
+            raise ApiError(
+                422,
+                "condition_not_allowed",
+                "A static segment has no condition: its members are uploaded"
+                f" (POST /api/segments/{segment_id}/members)",
+                field="condition",
+            )
+    else:
+        compiled = _compile(body)
+        await _check_references(rapport, key.workspace_id, segment_id, compiled)
+        condition = body["condition"]
     return SegmentDraft(
         workspace_id=key.workspace_id,
         id=segment_id,
         name=name,
         description=description,
         kind=kind,
-        condition=body["condition"],
+        condition=condition,
     )
 
 
@@ -293,10 +359,10 @@ async def put_segment(
         raise ApiError(
             422, "id_mismatch", "id in the body differs from the one in the path", field="id"
         )
-    draft = await _draft(rapport, key, segment_id, body)
-    existed = await rapport.storage.get_segment(key.workspace_id, segment_id) is not None
+    existing = await rapport.storage.get_segment(key.workspace_id, segment_id)
+    draft = await _draft(rapport, key, segment_id, body, existing)
     stored = await rapport.storage.put_segment(draft, rapport.clock.now())
-    return _json(await _with_size(rapport, stored), 200 if existed else 201)
+    return _json(await _with_size(rapport, stored), 200 if existing is not None else 201)
 
 
 @router.get("", summary="The workspace's segment definitions, by id")
@@ -306,7 +372,8 @@ async def list_segments(
     rapport = get_rapport(request)
     definitions = await rapport.storage.list_segments(key.workspace_id)
     sizes = await rapport.storage.segment_sizes(key.workspace_id, [d.id for d in definitions])
-    return _json({"segments": [segment_body(d, sizes[d.id]) for d in definitions]})
+    jobs = {d.id: await rapport.storage.get_backfill(key.workspace_id, d.id) for d in definitions}
+    return _json({"segments": [segment_body(d, sizes[d.id], jobs[d.id]) for d in definitions]})
 
 
 @router.get("/{segment_id}", summary="A segment definition (its latest version)")
@@ -368,6 +435,25 @@ async def list_members(
     )
 
 
+@router.post(
+    "/{segment_id}/members",
+    summary="Add and remove the members of a static segment (uploaded identifiers)",
+    openapi_extra=UPLOAD_OPENAPI,
+)
+async def upload_members(
+    segment_id: str, request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
+) -> Response:
+    """Each good entry is appended to the event log before the answer, which
+    counts them (``accepted``, ``duplicates`` for a retried upload) and lists
+    the bad ones by position (``rejected``); the processor applies them in
+    each profile's order, within milliseconds. See docs/segments.md."""
+    rapport = get_rapport(request)
+    found = await rapport.storage.get_segment(key.workspace_id, segment_id)
+    if found is None:
+        raise _not_found(segment_id)
+    return await accept_upload(rapport, key, found, request)
+
+
 @router.delete("/{segment_id}", summary="Delete a segment definition")
 async def delete_segment(
     segment_id: str, request: Request, key: Annotated[ApiKey, Depends(require_secret_key)]
@@ -377,7 +463,7 @@ async def delete_segment(
     readers = [
         other.id
         for other in await rapport.storage.list_segments(key.workspace_id)
-        if other.id != segment_id and segment_id in compile_condition(other.condition).segments
+        if other.id != segment_id and segment_id in _reads(other)
     ]
     if readers:
         raise ApiError(

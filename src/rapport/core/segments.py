@@ -10,16 +10,18 @@ Deleting is soft: the definition stays stored with status ``deleted`` and a
 new version. That keeps the version sequence going if the id is reused, and
 lets processors that cached the old definition see that it went away.
 
-Only ``dynamic`` segments (membership computed from a condition) exist for
-now; ``static`` (uploaded lists) is a known kind that is refused until lists
-can be stored.
+Two kinds: ``dynamic`` (membership computed from a condition) and ``static``
+(uploaded lists, no condition: ``rapport.core.static_segments``). Streaming
+evaluation computes the first and keeps the second.
 
 Streaming membership: a ``SegmentCatalog`` compiles a workspace's active
-definitions once and indexes them by what can change them (event names,
-traits, consents, other segments). ``update_memberships`` takes a profile
-before and after one event, feeds the event to the aggregates that count it
-(states kept on the profile), re-evaluates only the segments the event can
-affect -- in an order where a segment comes after the segments it reads --
+definitions once and indexes them by what can change them (aggregates,
+traits, consents, other segments) and by the trait texts they require
+(``segment_guards``). ``update_memberships`` takes a profile before and
+after one event, feeds the event to the aggregates that count it (states
+kept on the profile, ``aggregate_states``), re-evaluates only the segments
+reading what the event changed -- in an order where a segment comes after
+the segments it reads, leaving out those the profile's traits rule out --
 and returns the new memberships and the changes, for the runtime to turn
 into ``Segment Entered`` / ``Segment Exited`` events.
 
@@ -35,27 +37,26 @@ from __future__ import annotations
 import bisect
 import heapq
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
-from rapport.core.computed_traits.definitions import is_computed_state_id
+from rapport.core.aggregate_states import AggregateStates
 from rapport.core.conditions import (
-    AggregateReading,
-    AggregateState,
     Aggregator,
     CompiledCondition,
     InvalidCondition,
     ProfileContext,
     compile_condition,
 )
-from rapport.core.conditions.compile import NextChange
-from rapport.core.conditions.context import EvaluationContext
+from rapport.core.conditions.compile import Settle
 from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Membership, Profile
+from rapport.core.segment_guards import Guards
 
 SEGMENT_ID_PATTERN: Final = r"[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?"
 """Lowercase letters, digits, ``-`` and ``_``; 1-100 characters; no edge separator."""
@@ -67,7 +68,7 @@ MAX_DESCRIPTION_LENGTH: Final = 2000
 DYNAMIC: Final = "dynamic"
 STATIC: Final = "static"
 SEGMENT_KINDS: Final = frozenset((DYNAMIC, STATIC))
-SUPPORTED_KINDS: Final = frozenset((DYNAMIC,))
+SUPPORTED_KINDS: Final = SEGMENT_KINDS
 
 ACTIVE: Final = "active"
 DELETED: Final = "deleted"
@@ -197,13 +198,19 @@ class SegmentCatalog:
     """A workspace's active dynamic segments, compiled once, indexed by what can change them.
 
     Definitions whose stored condition no longer compiles are left out and
-    listed in ``invalid`` (id -> reason), for the runtime to report.
+    listed in ``invalid`` (id -> reason), for the runtime to report. Active
+    static segments are known by id (``static``): never evaluated, their
+    memberships are kept (``keeps``).
     """
 
     def __init__(self, definitions: Iterable[SegmentDefinition]) -> None:
         compiled: dict[str, CompiledSegment] = {}
         self.invalid: dict[str, str] = {}
+        self.static: dict[str, SegmentDefinition] = {}
+        """Active static segments (uploaded lists) by id."""
         for definition in definitions:
+            if definition.active and definition.kind == STATIC:
+                self.static[definition.id] = definition
             if not definition.active or definition.kind != DYNAMIC:
                 continue
             try:
@@ -220,7 +227,6 @@ class SegmentCatalog:
         self.aggregators_by_event: dict[str, list[tuple[str, Aggregator]]] = {}
         """Event name -> ``(aggregate id, aggregator)`` of the aggregates counting it."""
         # The indexes below hold positions in ``segments``: the order of evaluation.
-        self.by_event: dict[str, set[int]] = {}
         self.by_trait: dict[str, set[int]] = {}
         self.by_consent: dict[str, set[int]] = {}
         self.readers: dict[str, set[int]] = {}
@@ -232,12 +238,15 @@ class SegmentCatalog:
             if segment.condition.time_dependent
         )
         """Positions of the segments whose membership time alone can change."""
-        self.time_bounds: dict[int, NextChange] = {}
-        """Position -> when time alone may next change the segment's value (``_time_bound``)."""
+        self.time_bounds: dict[int, Settle] = {}
+        """Position -> the segment's value and when time alone may next change it
+        (``CompiledCondition.settle``)."""
         for position in self.time_dependent:
-            bound = _time_bound(self.segments[position].definition.condition)
-            if bound is not None:
-                self.time_bounds[position] = bound
+            settle = self.segments[position].condition.settle
+            if settle is not None:
+                self.time_bounds[position] = settle
+        self.guards = Guards([segment.condition.requirements for segment in self.segments])
+        """Segments a profile's traits rule out (``segment_guards``): never evaluated."""
         for position, segment in enumerate(self.segments):
             condition = segment.condition
             for aggregate_id, spec in condition.aggregates.items():
@@ -247,7 +256,6 @@ class SegmentCatalog:
                     by_event = self.aggregators_by_event.setdefault(spec.event, [])
                     by_event.append((aggregate_id, aggregator))
             for index, names in (
-                (self.by_event, condition.events),
                 (self.by_trait, condition.traits),
                 (self.by_consent, condition.consents),
                 (self.readers, condition.segments),
@@ -258,6 +266,19 @@ class SegmentCatalog:
 
     def __bool__(self) -> bool:
         return bool(self.segments)
+
+    def keeps(self, segment_id: str, membership: Membership) -> bool:
+        """Whether a recorded membership names a segment that exists (else the profile leaves it).
+
+        A dynamic segment in the catalog re-evaluates its members; a static
+        one keeps those that entered it since it was (re)created, so members
+        of an earlier segment of the same id (deleted, then created again)
+        leave it.
+        """
+        if segment_id in self.versions:
+            return True
+        static = self.static.get(segment_id)
+        return static is not None and membership.entered_at >= static.created_at
 
 
 def update_memberships(
@@ -275,36 +296,45 @@ def update_memberships(
     name, reading a trait or consent whose value changed, reading a segment
     whose membership changed, or whose membership was recorded under another
     version (or a segment that no longer exists: the profile leaves it).
+    Segments the profile's traits rule out (``segment_guards``) are not
+    evaluated: they are false.
     """
     if not catalog and not after.segments:
         return after, []
-    states = _AggregateStates(catalog, after, now)
+    states = AggregateStates(catalog.aggregators, after.aggregates, to_micros(now))
     if event.type == "track" and event.event is not None:
         counting = catalog.aggregators_by_event.get(event.event)
         if counting:
             at = to_micros(event.timestamp)
             for aggregate_id, aggregator in counting:
-                states.observe(aggregate_id, aggregator, event, at)
+                if aggregator.matches(event):
+                    states.observe(aggregate_id, aggregator, event, at)
     members = after.segments
     changes: list[MembershipChange] = []
-    gone = [segment_id for segment_id in members if segment_id not in catalog.versions]
+    gone = _gone(catalog, members)
     if gone:
         members = dict(members)
-        for segment_id in sorted(gone):
+        for segment_id in gone:
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
 
-    queued = _affected(catalog, before, after, event)
+    queued = _affected(catalog, before, after, states.changed)
+    if queued and catalog.guards:
+        queued -= catalog.guards.ruled_out(queued, after.traits, members, catalog.position)
     return _evaluate(catalog, after, states, members, changes, queued, now)
 
 
 def reevaluate_segments(
-    catalog: SegmentCatalog, profile: Profile, segment_ids: Iterable[str], now: datetime
+    catalog: SegmentCatalog,
+    profile: Profile,
+    segment_ids: Iterable[str],
+    now: datetime,
 ) -> tuple[Profile, list[MembershipChange]]:
     """``profile`` with the given segments (and those reading them) evaluated at ``now``.
 
     No event is involved: this is what a backfill does to a quiet profile
-    when a definition is created or changed. Ids not in the catalog (deleted
-    or static segments) make the profile leave them if it is a member.
+    when a definition is created or changed. Ids of segments that are gone
+    (deleted, see ``SegmentCatalog.keeps``) make the profile leave them if
+    it is a member; a static segment's members stay.
     """
     members = profile.segments
     changes: list[MembershipChange] = []
@@ -313,12 +343,12 @@ def reevaluate_segments(
         position = catalog.position.get(segment_id)
         if position is not None:
             queued.add(position)
-        elif segment_id in members:
+        elif segment_id in members and not catalog.keeps(segment_id, members[segment_id]):
             members = dict(members)
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
     if not queued and not changes:
         return profile, []
-    states = _AggregateStates(catalog, profile, now)
+    states = AggregateStates(catalog.aggregators, profile.aggregates, to_micros(now))
     return _evaluate(catalog, profile, states, members, changes, queued, now)
 
 
@@ -334,7 +364,7 @@ def refresh_memberships(
     exist leave them.
     """
     members = profile.segments
-    gone = sorted(segment_id for segment_id in members if segment_id not in catalog.versions)
+    gone = _gone(catalog, members)
     changes: list[MembershipChange] = []
     if gone:
         members = dict(members)
@@ -342,14 +372,19 @@ def refresh_memberships(
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
     queued = set(catalog.time_dependent)
     queued.update(_outdated(catalog, profile))
+    if catalog.guards:
+        queued -= catalog.guards.ruled_out(queued, profile.traits, members, catalog.position)
     if not queued and not changes:
         return profile, []
-    states = _AggregateStates(catalog, profile, now)
+    states = AggregateStates(catalog.aggregators, profile.aggregates, to_micros(now))
     return _evaluate(catalog, profile, states, members, changes, queued, now)
 
 
 def next_membership_change(
-    catalog: SegmentCatalog, profile: Profile, now: datetime, since: Profile | None = None
+    catalog: SegmentCatalog,
+    profile: Profile,
+    now: datetime,
+    since: Profile | None = None,
 ) -> datetime | None:
     """The earliest instant after ``now`` at which time alone may change a membership.
 
@@ -374,14 +409,14 @@ def next_membership_change(
     if not catalog.time_bounds:
         return None
     kept: datetime | None = None
-    positions: Iterable[int] = catalog.time_bounds
+    positions: AbstractSet[int] = catalog.time_bounds.keys()
     if since is not None and (since.segment_timer_at is None or since.segment_timer_at > now):
         kept = since.segment_timer_at
         positions = _changed_inputs(catalog, since, profile)
         if not positions:
             return kept
     before = None if kept is None else to_micros(kept)
-    found = _first_change(catalog, profile, now, positions, before=before)
+    found = _first_change(catalog, profile, now, positions, before)
     return kept if found is None else from_micros(found)
 
 
@@ -389,15 +424,15 @@ def _first_change(
     catalog: SegmentCatalog,
     profile: Profile,
     now: datetime,
-    positions: Iterable[int],
-    before: int | None = None,
+    positions: AbstractSet[int],
+    before: int | None,
 ) -> int | None:
     """``next_membership_change`` over the segments at ``positions``, in microseconds.
 
     Only instants earlier than ``before`` are of interest (None when none is).
     """
     now_us = to_micros(now)
-    states = _AggregateStates(catalog, profile, now)
+    states = AggregateStates(catalog.aggregators, profile.aggregates, to_micros(now))
     contexts: dict[int, ProfileContext] = {}
 
     def context_at(instant: int) -> ProfileContext:
@@ -413,26 +448,39 @@ def _first_change(
         return context
 
     pending: list[tuple[int, int]] = []
-    """``(bound, position)``, a heap: when each segment may next change."""
+    """``(instant, position)``, a heap: when each segment's value may next change."""
     here = context_at(now_us)
-    bounds = catalog.time_bounds
-    horizon = _NEVER if before is None else before
-    for position in positions:
-        bound = bounds[position](here, now_us)
-        if bound is not None and now_us < bound < horizon:
-            pending.append((bound, position))
-    heapq.heapify(pending)
+    settles = catalog.time_bounds
+    members = profile.segments
     segments = catalog.segments
+    horizon = _NEVER if before is None else before
+    ruled_out = catalog.guards.ruled_out(positions, profile.traits, members, catalog.position)
+    for position in positions:
+        if position in ruled_out:
+            continue  # false, and time cannot change that (``segment_guards``)
+        value, instant = settles[position](here, now_us)
+        if value != (segments[position].definition.id in members):
+            # Not evaluated since its definition changed (not backfilled
+            # yet): whichever way time moves its value, the timer at its
+            # next input change re-evaluates it (a negative position says so).
+            next_change = segments[position].condition.next_change_micros
+            instant = None if next_change is None else next_change(here, now_us)
+            if instant is not None and now_us < instant < horizon:
+                pending.append((instant, -1 - position))
+            continue
+        if instant is not None and now_us < instant < horizon:
+            pending.append((instant, position))
+    heapq.heapify(pending)
     for _ in range(MAX_LOOKAHEAD):
         if not pending:
             return None
-        bound, position = heapq.heappop(pending)
-        segment = segments[position]
-        context = context_at(bound)
-        if segment.condition.evaluate(context) != (segment.definition.id in profile.segments):
-            return bound
-        following = bounds[position](context, bound)
-        if following is not None and bound < following < horizon:
+        instant, position = heapq.heappop(pending)
+        if position < 0:
+            return instant
+        value, following = settles[position](context_at(instant), instant)
+        if value != (segments[position].definition.id in members):
+            return instant
+        if following is not None and instant < following < horizon:
             heapq.heappush(pending, (following, position))
     # Looked far enough: the timer re-evaluates there and looks further.
     return pending[0][0] if pending else None
@@ -442,9 +490,16 @@ def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) ->
     """Positions (among ``time_bounds``) of the segments whose inputs or membership differ."""
     changed: set[int] = set()
     if before.aggregates is not after.aggregates:
-        for aggregate_id, readers in catalog.by_aggregate.items():
-            if before.aggregates.get(aggregate_id) != after.aggregates.get(aggregate_id):
-                changed.update(readers)
+        # A state the profile kept is the very same object: compare texts only
+        # where the objects differ.
+        old_states, new_states = before.aggregates, after.aggregates
+        by_aggregate = catalog.by_aggregate
+        for aggregate_id in old_states.keys() ^ new_states.keys():
+            changed.update(by_aggregate.get(aggregate_id, ()))
+        for aggregate_id, text in new_states.items():
+            previous = old_states.get(aggregate_id, text)
+            if previous is not text and previous != text:
+                changed.update(by_aggregate.get(aggregate_id, ()))
     if before.traits is not after.traits:
         for name, readers in catalog.by_trait.items():
             old, new = before.traits.get(name), after.traits.get(name)
@@ -462,54 +517,13 @@ def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) ->
             position = catalog.position.get(segment_id)
             if position is not None:
                 changed.add(position)
-    return {position for position in changed if position in catalog.time_bounds}
-
-
-def _time_bound(tree: Any) -> NextChange | None:
-    """The condition's ``next_change``, ``None`` where time cannot change its value now.
-
-    ``next_change`` of ``all``/``any`` is the earliest of its parts' even
-    when a part that time cannot change already decides the value (gold
-    customers who viewed 3 times in an hour: a silver customer's views
-    ageing out change nothing). Here such a part is tested first, and while
-    it decides, no instant is given: most profiles then need no timer at
-    all, and the others none for nothing.
-    """
-    if "all" in tree or "any" in tree:
-        deciding = "all" not in tree
-        """The value of a part that decides: False for ``all``, True for ``any``."""
-        timeless: list[Callable[[EvaluationContext], bool]] = []
-        timed: list[NextChange] = []
-        for child in tree["any" if deciding else "all"]:
-            bound = _time_bound(child)
-            if bound is None:
-                timeless.append(compile_condition(child).evaluate)
-            else:
-                timed.append(bound)
-        if not timed:
-            return None
-
-        def next_change(context: EvaluationContext, now: int) -> int | None:
-            for test in timeless:
-                if test(context) == deciding:
-                    return None
-            earliest: int | None = None
-            for bound in timed:
-                instant = bound(context, now)
-                if instant is not None and (earliest is None or instant < earliest):
-                    earliest = instant
-            return earliest
-
-        return next_change
-    if "not" in tree:
-        return _time_bound(tree["not"])
-    return compile_condition(tree).next_change_micros
+    return changed.intersection(catalog.time_bounds)
 
 
 def _evaluate(
     catalog: SegmentCatalog,
     after: Profile,
-    states: _AggregateStates,
+    states: AggregateStates,
     members: dict[str, Membership],
     changes: list[MembershipChange],
     queued: set[int],
@@ -563,14 +577,17 @@ def _evaluate(
 
 
 def _affected(
-    catalog: SegmentCatalog, before: Profile | None, after: Profile, event: Event
+    catalog: SegmentCatalog, before: Profile | None, after: Profile, fed: Collection[str]
 ) -> set[int]:
-    """The positions of the segments to re-evaluate (see ``update_memberships``)."""
+    """The positions of the segments to re-evaluate (see ``update_memberships``).
+
+    ``fed``: the aggregates whose state the event changed.
+    """
     if before is None:
         return set(range(len(catalog.segments)))
     affected: set[int] = set()
-    if event.type == "track" and event.event is not None:
-        affected.update(catalog.by_event.get(event.event, ()))
+    for aggregate_id in fed:
+        affected.update(catalog.by_aggregate[aggregate_id])
     # Applying an event keeps the same dict when it changes no trait (consent).
     if before.traits is not after.traits:
         for name, readers in catalog.by_trait.items():
@@ -587,6 +604,18 @@ def _affected(
     return affected
 
 
+def _gone(catalog: SegmentCatalog, members: Mapping[str, Membership]) -> list[str]:
+    """The ids of the segments in ``members`` that are gone (``SegmentCatalog.keeps``), sorted."""
+    versions = catalog.versions
+    if members.keys() <= versions.keys():
+        return []
+    return sorted(
+        segment_id
+        for segment_id, membership in members.items()
+        if segment_id not in versions and not catalog.keeps(segment_id, membership)
+    )
+
+
 def _outdated(catalog: SegmentCatalog, profile: Profile) -> list[int]:
     """Positions of the segments ``profile`` is a member of under another version."""
     versions = catalog.versions
@@ -595,83 +624,6 @@ def _outdated(catalog: SegmentCatalog, profile: Profile) -> list[int]:
         for segment_id, membership in profile.segments.items()
         if versions.get(segment_id, membership.version) != membership.version
     ]
-
-
-class _AggregateStates:
-    """A profile's aggregate states at one instant, decoded only when read or changed."""
-
-    def __init__(self, catalog: SegmentCatalog, profile: Profile, now: datetime) -> None:
-        self._catalog = catalog
-        self._stored = profile.aggregates
-        self._now = to_micros(now)
-        self._decoded: dict[str, AggregateState] = {}
-        self._readings: dict[str, AggregateReading] = {}
-        """Several segments often read one aggregate: it is reduced once."""
-        self._changed: set[str] = set()
-
-    def _state(self, aggregate_id: str) -> AggregateState:
-        state = self._decoded.get(aggregate_id)
-        if state is None:
-            raw = self._stored.get(aggregate_id)
-            state = AggregateState() if raw is None else _decode_state(raw)
-            self._decoded[aggregate_id] = state
-        return state
-
-    def at(self, now: int) -> _AggregateStates:
-        """The same (unobserved) states read at another instant, sharing what is decoded."""
-        if now == self._now:
-            return self
-        other = object.__new__(_AggregateStates)
-        other._catalog = self._catalog
-        other._stored = self._stored
-        other._now = now
-        other._decoded = self._decoded
-        other._readings = {}
-        other._changed = self._changed
-        return other
-
-    def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event, at: int) -> None:
-        """Feed ``event`` (at ``at`` microseconds) to one aggregate."""
-        before = self._state(aggregate_id)
-        after = aggregator.observe_micros(before, event, at, self._now)
-        if after is not before:
-            self._decoded[aggregate_id] = after
-            self._readings.pop(aggregate_id, None)
-            self._changed.add(aggregate_id)
-
-    def read(self, aggregate_id: str) -> AggregateReading:
-        reading = self._readings.get(aggregate_id)
-        if reading is None:
-            aggregator = self._catalog.aggregators[aggregate_id]
-            reading = aggregator.read_micros(self._state(aggregate_id), self._now)
-            self._readings[aggregate_id] = reading
-        return reading
-
-    def encoded(self) -> dict[str, msgspec.Raw]:
-        """What to store: changed states re-encoded; states no segment reads any more dropped."""
-        stored = self._stored
-        live = self._catalog.aggregators
-        # Computed traits keep their states here too, under their own ids.
-        if not self._changed and all(
-            aggregate_id in live or is_computed_state_id(aggregate_id) for aggregate_id in stored
-        ):
-            return stored
-        out = {
-            aggregate_id: raw
-            for aggregate_id, raw in stored.items()
-            if aggregate_id in live or is_computed_state_id(aggregate_id)
-        }
-        for aggregate_id in self._changed:
-            state = self._decoded[aggregate_id]
-            if state.keys:
-                out[aggregate_id] = msgspec.Raw(_encode_state(state))
-            else:
-                out.pop(aggregate_id, None)
-        return out
-
-
-_encode_state = msgspec.json.Encoder().encode
-_decode_state = msgspec.json.Decoder(AggregateState).decode
 
 
 def _referenced_first(compiled: Mapping[str, CompiledSegment]) -> tuple[CompiledSegment, ...]:

@@ -93,11 +93,20 @@ class Backfiller:
 
     async def _evaluate_page(self, job: BackfillJob) -> BackfillPage | None:
         catalog = (await self._catalogs.for_workspaces([job.workspace_id]))[job.workspace_id]
-        current = catalog.versions.get(job.segment_id)
+        static = catalog.static.get(job.segment_id)
+        current = catalog.versions.get(job.segment_id, None if static is None else static.version)
         if current is not None and current > job.version:
             # Replaced under our feet: the newer version's job walks instead.
             return None
         now = self._clock.now()
+        if static is not None:
+            # An uploaded list: its members come from uploads, which the
+            # processor applies; there is nothing to walk.
+            return BackfillPage(
+                advance_backfill(
+                    job, cursor=None, processed=0, entered=0, exited=0, finished=True, now=now
+                )
+            )
         profiles = await self._storage.scan_profiles(job.workspace_id, job.cursor, self.page_size)
         page = BackfillPage(job)
         position = catalog.position.get(job.segment_id)

@@ -31,10 +31,19 @@ the log itself: it writes them as scheduled events due now
 profiles, and the relay (``relay``) appends them once that commit is
 durable, woken by ``on_scheduled``. So an emitted event always agrees with
 what storage holds, even when a failed commit makes the step be built again
-with another ``now``. They then travel the normal path like any other event.
-A merge emits ``Segment Exited`` for every segment the merged-away profile
-was in, addressed to that profile's id (the merged profile is re-evaluated
-against every segment and enters under its own id).
+with another ``now``. They then travel the normal path like any other event,
+with two shortcuts: they name their profile, so identity is not resolved
+(``segment_effects.settled``), and a profile an event leaves unchanged (a
+membership event no segment counts) is not stored again. A merge emits
+``Segment Exited`` for every segment the merged-away profile was in,
+addressed to that profile's id (the merged profile is re-evaluated
+against every segment and enters under its own id, and stays on the static
+lists the absorbed one was on).
+
+Static segments (``core.static_segments``): an uploaded list entry is an
+event of source ``rapport:static-segments``; ``apply_upload`` finds or
+creates its profile and changes only its membership, emitted like any
+other; an add whose list is gone is recorded as a rejection.
 
 Timers: once a step is built, each profile it changed gets the earliest
 instant at which time alone may change one of its memberships
@@ -49,7 +58,8 @@ re-evaluates the profile's time-dependent segments
 customer's activity: it moves neither ``last_seen`` nor ``event_count``,
 feeds no aggregate and is not kept in the timeline. A customer event that
 finds the profile's timer overdue (the relay lagging) does the same
-re-evaluation first, so memberships are right as of each event.
+re-evaluation first, so memberships are right as of each event. The
+events and rows a step writes for segments are made in ``segment_effects``.
 
 Failures:
 
@@ -69,7 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -104,13 +114,29 @@ from rapport.core.profiles import apply_event, attach_identifiers, merge_profile
 from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
-    next_membership_change,
     refresh_memberships,
     update_memberships,
+)
+from rapport.core.static_segments import (
+    STATIC_SEGMENT_SOURCE,
+    apply_upload,
+    carry_static_memberships,
 )
 from rapport.runtime.backfill import Backfiller
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
 from rapport.runtime.profile_cache import ProfileCache
+from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX as OUTBOX_KEY_PREFIX
+from rapport.runtime.segment_effects import SEGMENT_ENTERED as SEGMENT_ENTERED
+from rapport.runtime.segment_effects import SEGMENT_EVENT_SOURCE as SEGMENT_EVENT_SOURCE
+from rapport.runtime.segment_effects import SEGMENT_EXITED as SEGMENT_EXITED
+from rapport.runtime.segment_effects import SEGMENT_TIMER as SEGMENT_TIMER
+from rapport.runtime.segment_effects import SEGMENT_TIMER_KEY_PREFIX as SEGMENT_TIMER_KEY_PREFIX
+from rapport.runtime.segment_effects import TIMER_EVENT_SOURCE as TIMER_EVENT_SOURCE
+from rapport.runtime.segment_effects import membership_event as _membership_event
+from rapport.runtime.segment_effects import merged_away_events as _merged_away_events
+from rapport.runtime.segment_effects import on_timer, schedule_timers
+from rapport.runtime.segment_effects import settled as _settled
+from rapport.runtime.segment_effects import timer_key as _timer_key
 from rapport.runtime.working_set import SegmentCatalogs, WorkspaceState, load_states
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 
@@ -126,13 +152,6 @@ MAX_BACKOFF = 5.0
 MAX_FAILURE_PAYLOAD = 16 * 1024
 PROFILE_ID_PREFIX = "prof"
 FAILURE_CODE = "processing_failed"
-SEGMENT_EVENT_SOURCE = "rapport:segments"
-SEGMENT_ENTERED = "Segment Entered"
-SEGMENT_EXITED = "Segment Exited"
-TIMER_EVENT_SOURCE = "rapport:timers"
-SEGMENT_TIMER = "Segment Timer Due"
-OUTBOX_KEY_PREFIX = "outbox:"
-SEGMENT_TIMER_KEY_PREFIX = "segments:"
 
 
 @dataclass
@@ -197,6 +216,9 @@ class Processor:
         """Events recorded as ``processing_failed`` since start."""
         self._skip_recorded = 0
         """Offset of the last event recorded as skipped, so a retried skip records it once."""
+        self.give_way: Callable[[], Awaitable[None]] | None = None
+        """Awaited before each step of ``run``: inline processing gives way to ingest
+        (``rapport.api.ingest_priority``)."""
 
     # -- progress ------------------------------------------------------------
     @property
@@ -239,6 +261,8 @@ class Processor:
         attempts = 0
         isolate_until = 0
         while not stop.is_set():
+            if self.give_way is not None:
+                await self.give_way()
             self._wake.clear()
             start = self.processed_offset
             isolated = start < isolate_until
@@ -471,20 +495,51 @@ class Processor:
             catalog = catalogs[event.workspace_id]
             if event.source == TIMER_EVENT_SOURCE:
                 try:
-                    emitted.extend(self._on_timer(entry, state, catalog, refreshed, now))
+                    emitted.extend(on_timer(entry, state, catalog, refreshed, now))
                 except Exception as exc:  # one bad event must not stop the others: recorded
                     failures.append(self._failed(entry, exc))
                 continue
-            try:
-                claims = add_alias_claims(scan, event, self._rules, state.owners)
-                if claims.profile_id is not None:
-                    claims = msgspec.structs.replace(
-                        claims, profile_id=state.live(claims.profile_id)
+            if event.source == STATIC_SEGMENT_SOURCE:
+                # An uploaded list entry: it only changes a membership (no
+                # traits, no activity); an add it cannot apply is recorded.
+                try:
+                    upload = apply_upload(
+                        catalog, event, scan, state.owners, state.profiles, now, new_profile_id
                     )
-                resolution = resolve(
-                    claims, state.owners, state.profiles, self._rules, now, new_profile_id
-                )
+                    body = dump_json(event)
+                except Exception as exc:  # one bad event must not stop the others: recorded
+                    failures.append(self._failed(entry, exc))
+                    continue
+                if upload.refused is not None:
+                    log.warning(
+                        "segments.upload_refused", offset=entry.offset, reason=upload.refused
+                    )
+                    failures.append(_failure(entry, upload.refused))
+                elif upload.profile is not None:
+                    listed = upload.profile
+                    owned = dict.fromkeys(upload.attached, listed.id)
+                    state.owners.update(owned)
+                    state.changed_identifiers.update(owned)
+                    state.profiles[listed.id] = listed
+                    state.changed_profiles.add(listed.id)
+                    placed.append(_Placed(entry, listed.id, body))
+                    emitted.extend(
+                        _membership_event(entry, listed.id, c, now) for c in upload.changes
+                    )
+                continue
+            try:
+                resolution = _settled(event, scan, state)
+                if resolution is None:
+                    claims = add_alias_claims(scan, event, self._rules, state.owners)
+                    if claims.profile_id is not None:
+                        claims = msgspec.structs.replace(
+                            claims, profile_id=state.live(claims.profile_id)
+                        )
+                    resolution = resolve(
+                        claims, state.owners, state.profiles, self._rules, now, new_profile_id
+                    )
                 profile = state.profiles.get(resolution.profile_id)
+                original = profile
                 # Segments compare the profile before and after the event; a
                 # new or merged profile has no "before" to compare.
                 prior = None if resolution.merges else profile
@@ -511,6 +566,9 @@ class Processor:
                         computed[event.workspace_id], profile, event, now
                     )
                 changes: list[MembershipChange] = []
+                if losers:
+                    # Uploaded lists name the person: the merged profile stays on them.
+                    profile, changes = carry_static_memberships(catalog, profile, losers, now)
                 overdue = profile.segment_timer_at is not None and profile.segment_timer_at <= now
                 if overdue and prior is not None and profile.id not in refreshed:
                     # The relay has not delivered the timer yet: what time
@@ -542,7 +600,10 @@ class Processor:
             state.owners.update(moved)
             state.changed_identifiers.update(moved)
             state.profiles[profile.id] = profile
-            state.changed_profiles.add(profile.id)
+            if profile is not original or overdue:
+                # An event that changed nothing (most membership events) leaves
+                # the stored profile and its timer as they are.
+                state.changed_profiles.add(profile.id)
             merges.extend(resolution.merges)
             placed.append(_Placed(entry, profile.id, body))
             emitted.extend(membership_events)
@@ -586,27 +647,6 @@ class Processor:
             batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
         return _Step(after, len(entries), batch, failures, states)
 
-    def _on_timer(
-        self,
-        entry: LogEntry,
-        state: WorkspaceState,
-        catalog: SegmentCatalog,
-        refreshed: set[str],
-        now: datetime,
-    ) -> list[Event]:
-        """Handle a segment timer: re-evaluate what time changed; return the membership events."""
-        event = entry.event
-        profile = state.profiles.get(state.live(event.profile_id or ""))
-        if profile is None:
-            # Its profile is gone (erased): nothing to evaluate, nothing to store.
-            log.info("timers.unknown_profile", workspace_id=event.workspace_id, offset=entry.offset)
-            return []
-        profile, changes = refresh_memberships(catalog, profile, now)
-        state.profiles[profile.id] = profile
-        state.changed_profiles.add(profile.id)
-        refreshed.add(profile.id)
-        return [_membership_event(entry, profile.id, change, now) for change in changes]
-
     def _schedule_timers(
         self,
         state: WorkspaceState,
@@ -615,35 +655,8 @@ class Processor:
         batch: ProcessingBatch,
         now: datetime,
     ) -> None:
-        """Move, set or cancel the segment timer of every profile the step changed.
-
-        ``known``: profiles as the step found them, whose timer was computed
-        then (the others -- new, merged, re-evaluated for time -- get a full
-        computation).
-        """
-        ws = state.workspace_id
-        for profile_id in sorted(state.changed_profiles):
-            profile = state.profiles[profile_id]
-            if profile.segment_timer_at is None and not catalog.time_bounds:
-                continue
-            try:
-                due = next_membership_change(catalog, profile, now, known.get(profile_id))
-            except Exception as exc:  # a timer must not cost the step: the old one stays
-                log.error(
-                    "timers.schedule_failed", workspace_id=ws, profile_id=profile_id, exc_info=exc
-                )
-                continue
-            if due == profile.segment_timer_at:
-                continue
-            state.profiles[profile_id] = msgspec.structs.replace(profile, segment_timer_at=due)
-            key = _timer_key(profile_id)
-            if due is None:
-                batch.unscheduled.append((ws, key))
-            else:
-                timer = _timer_event(ws, profile_id, key, due)
-                batch.scheduled.append(
-                    ScheduledEvent(workspace_id=ws, key=key, due_at=due, event=timer)
-                )
+        """``segment_effects.schedule_timers``: the timers of the profiles the step changed."""
+        schedule_timers(state, catalog, known, batch, now)
 
     async def _load_states(
         self,
@@ -696,80 +709,6 @@ def _backfill_event(
         received_at=now,
         source=SEGMENT_EVENT_SOURCE,
         properties={"segment_id": change.segment_id, "version": change.version, "backfill": True},
-        profile_id=profile_id,
-    )
-
-
-def _membership_event(
-    trigger: LogEntry, profile_id: str, change: MembershipChange, now: datetime
-) -> Event:
-    """The internal event telling that a profile entered or left a segment.
-
-    Its message id derives from the triggering event's log offset, so a
-    replayed step emits the same ids and the log keeps one of each.
-    """
-    direction = "entered" if change.entered else "exited"
-    return Event(
-        workspace_id=trigger.event.workspace_id,
-        message_id=f"segment-{direction}:{trigger.offset}:{change.segment_id}",
-        type="track",
-        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
-        timestamp=now,
-        received_at=now,
-        source=SEGMENT_EVENT_SOURCE,
-        properties={"segment_id": change.segment_id, "version": change.version},
-        profile_id=profile_id,
-    )
-
-
-def _merged_away_events(
-    trigger: LogEntry, loser: Profile, winner_id: str, now: datetime
-) -> list[Event]:
-    """``Segment Exited`` for each segment ``loser`` was in, addressed to ``loser``'s id.
-
-    Whoever tracks memberships by profile id sees every entry matched by an
-    exit of the same id; the merged profile enters, under its own id, the
-    segments it matches. ``merged_into`` tells such an exit from a real one.
-    """
-    return [
-        Event(
-            workspace_id=trigger.event.workspace_id,
-            message_id=f"segment-exited:{trigger.offset}:{segment_id}:{loser.id}",
-            type="track",
-            event=SEGMENT_EXITED,
-            timestamp=now,
-            received_at=now,
-            source=SEGMENT_EVENT_SOURCE,
-            properties={
-                "segment_id": segment_id,
-                "version": membership.version,
-                "merged_into": winner_id,
-            },
-            profile_id=loser.id,
-        )
-        for segment_id, membership in sorted(loser.segments.items())
-    ]
-
-
-def _timer_key(profile_id: str) -> str:
-    return SEGMENT_TIMER_KEY_PREFIX + profile_id
-
-
-def _timer_event(workspace_id: str, profile_id: str, key: str, due: datetime) -> Event:
-    """The event a profile's segment timer delivers at ``due``.
-
-    Its message id names the profile and the instant, so delivering it
-    twice appends it once.
-    """
-    return Event(
-        workspace_id=workspace_id,
-        message_id=f"timer:{key}:{due.isoformat()}",
-        type="track",
-        event=SEGMENT_TIMER,
-        timestamp=due,
-        received_at=due,
-        source=TIMER_EVENT_SOURCE,
-        properties={"timer": key},
         profile_id=profile_id,
     )
 

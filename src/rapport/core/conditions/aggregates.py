@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -94,27 +93,35 @@ class AggregateSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         return "agg_" + hashlib.sha256(canonical).hexdigest()[:20]
 
 
-class KeySeries(msgspec.Struct, array_like=True, omit_defaults=True):
-    slots: list[Slot] = []
-    """Ordered by time (``index``); unused by ``distinct_count``."""
+class KeySeries(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
+    slots: tuple[Slot, ...] = ()
+    """Ordered by time (``index``); unused by ``distinct_count``. A tuple, like
+    ``Slot.floats``: one shared object when empty, and never followed by the
+    garbage collector once it saw that it holds only slots."""
     seen: dict[str, int] = {}
     """``distinct_count`` only: value -> time it was last seen."""
 
 
-class AggregateState(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One profile's state for one aggregate. Treated as immutable."""
+class AggregateState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One profile's state for one aggregate. Treated as immutable.
+
+    States, their series and slots are many small objects made and dropped
+    for every event; they hold only values from events, never a reference
+    back, so they can stay out of the garbage collector (``gc=False``), as
+    the model's structs do.
+    """
 
     keys: dict[str, KeySeries] = {}
     next_expiry: int | None = None
     """When the oldest slot ages out (microseconds), exactly; ``None`` if nothing can."""
 
 
-@dataclass(frozen=True, slots=True)
-class AggregateReading:
+class AggregateReading(msgspec.Struct, frozen=True, gc=False):
     """An aggregate's value per key at one instant.
 
     Only keys with events in the window appear; an aggregate without ``key``
-    uses the single key ``""``.
+    uses the single key ``""``. Made for every aggregate a condition reads,
+    and holding only values: kept out of the garbage collector like states.
     """
 
     values: Mapping[str, Any]
@@ -191,6 +198,12 @@ class Aggregator:
         """
         if not self.matches(event):
             return self.expire_micros(state, now)
+        return self.add_event_micros(state, event, at, now)
+
+    def add_event_micros(
+        self, state: AggregateState, event: Event, at: int, now: int
+    ) -> AggregateState:
+        """``observe_micros`` for an event already known to match (``matches``)."""
         value = self._of(event) if self._of is not None else None
         key = key_text(self._key(event)) if self._key is not None else None
         return self.add_micros(state, at, value, key, now)
@@ -250,14 +263,14 @@ class Aggregator:
             if len(seen) > MAX_DISTINCT_VALUES:
                 del seen[min(seen, key=lambda v: (seen[v], v))]
             return KeySeries(seen=seen)
-        slots = list(series.slots) if series is not None else []
+        slots = series.slots if series is not None else ()
         index = 0 if self.grain is None else at // self.grain
         pos = bisect_left(slots, index, key=_slot_index)
         if pos < len(slots) and slots[pos].index == index:
-            slots[pos] = merge(self.kind, slots[pos], at, value)
-        else:
-            slots.insert(pos, new_slot(self.kind, index, at, value))
-        return KeySeries(slots=slots)
+            slot = merge(self.kind, slots[pos], at, value)
+            return KeySeries(slots=(*slots[:pos], slot, *slots[pos + 1 :]))
+        slot = new_slot(self.kind, index, at, value)
+        return KeySeries(slots=(*slots[:pos], slot, *slots[pos:]))
 
     # -- time ---------------------------------------------------------------
 

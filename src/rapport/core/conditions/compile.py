@@ -33,6 +33,17 @@ Evaluate = Callable[[EvaluationContext], bool]
 NextChange = Callable[[EvaluationContext, int], "int | None"]
 """``(context, now in microseconds)`` -> the first later instant at which time alone may
 change the value, or ``None`` if it cannot."""
+Settle = Callable[[EvaluationContext, int], "tuple[bool, int | None]"]
+"""``(context, now in microseconds)`` -> the value at now, and the first later instant at
+which time alone may change *that value*, or ``None`` if it cannot (see ``settle``)."""
+_Node = tuple[Evaluate, "NextChange | None", "Settle | None"]
+"""A compiled node: its test, its ``next_change`` and its ``settle`` (``None``: time
+cannot change its value)."""
+
+_NON_INCREASING = frozenset(("count", "distinct_count", "max"))
+"""Aggregates whose value per key time alone can only lower (what ages out leaves)."""
+_COUNTS = frozenset(("count", "distinct_count"))
+"""Aggregates that read 0, a number, over no events (``max`` reads ``null``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +61,29 @@ class CompiledCondition:
     """The aggregates it reads, by id: the runtime keeps one state per profile for each."""
     time_dependent: bool
     """Whether time passing alone can change the value (windows, relative times)."""
+    requirements: Mapping[str, frozenset[str]]
+    """Top-level trait -> the texts it must equal for the condition to hold at all.
+
+    From the trait comparisons ``equals`` a text or ``in`` a list of texts
+    that the whole condition requires (the condition itself, or a part of
+    its ``all``, of an ``all`` in it...): "gold plan in Lyon" requires
+    ``{"city": {"Lyon"}}``. A profile whose trait is anything else (another
+    text, no value, not a text) cannot match, whatever its events and
+    whatever time it is: the runtime need not evaluate it (``SegmentCatalog``).
+    """
     next_change_micros: NextChange | None
+    settle: Settle | None
+    """``settle(context, now)``: the value at ``now`` (microseconds, ``context.now``) and
+    when time alone may next change it; ``None`` when not ``time_dependent``.
+
+    Sharper than ``next_change``, which only knows when an input changes:
+    ``settle`` also knows which way time moves a value, so it gives no
+    instant where the change cannot alter the value (a count only falls as
+    events age out: "viewed 3 times" that is false stays false; a part
+    that time cannot change decides an ``all``/``any``: a silver customer's
+    views ageing out cannot make her a "gold customer who viewed 3 times").
+    Still a lower bound: at the instant given, the value may or may not change.
+    """
 
     def next_change(self, context: EvaluationContext) -> datetime | None:
         """The earliest instant after ``context.now`` at which time alone may change the value.
@@ -73,7 +106,7 @@ def compile_condition(tree: Any) -> CompiledCondition:
     if errors:
         raise InvalidCondition(errors)
     compiler = _Compiler()
-    evaluate, next_change = compiler.node(tree)
+    evaluate, next_change, settle = compiler.node(tree)
     return CompiledCondition(
         definition=tree,
         evaluate=evaluate,
@@ -83,8 +116,30 @@ def compile_condition(tree: Any) -> CompiledCondition:
         consents=frozenset(compiler.consents),
         aggregates=dict(compiler.aggregates),
         time_dependent=next_change is not None,
+        requirements=_requirements(tree),
         next_change_micros=next_change,
+        settle=settle,
     )
+
+
+def _requirements(node: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """``CompiledCondition.requirements`` of a validated node."""
+    if "all" in node:
+        required: dict[str, frozenset[str]] = {}
+        for child in node["all"]:
+            for name, texts in _requirements(child).items():
+                required[name] = required[name] & texts if name in required else texts
+        return required
+    trait: Any = node.get("trait")
+    if trait is None or "." in trait:
+        return {}
+    value: Any = node.get("value")
+    if node["op"] == "equals" and type(value) is str:
+        return {trait: frozenset((value,))}
+    if node["op"] == "in" and all(type(option) is str for option in value):
+        # Only a text can be among texts (comparisons.membership).
+        return {trait: frozenset(value)}
+    return {}
 
 
 def aggregate_spec(node: Mapping[str, Any]) -> AggregateSpec:
@@ -108,7 +163,7 @@ class _Compiler:
         self.consents: set[str] = set()
         self.aggregates: dict[str, AggregateSpec] = {}
 
-    def node(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+    def node(self, node: dict[str, Any]) -> _Node:
         # Children run cheapest first: they are pure predicates, so the order
         # changes no result, only how often ``all``/``any`` stops before
         # reading an aggregate.
@@ -117,8 +172,8 @@ class _Compiler:
         if "any" in node:
             return _any([self.node(child) for child in sorted(node["any"], key=_cost)])
         if "not" in node:
-            inner, next_change = self.node(node["not"])
-            return (lambda context: not inner(context)), next_change
+            inner, next_change, inner_settle = self.node(node["not"])
+            return (lambda context: not inner(context)), next_change, _negated(inner_settle)
         if "trait" in node:
             return self.trait(node)
         if "event" in node:
@@ -126,14 +181,14 @@ class _Compiler:
         if "in_segment" in node:
             segment_id: str = node["in_segment"]
             self.segments.add(segment_id)
-            return (lambda context: context.in_segment(segment_id)), None
+            return (lambda context: context.in_segment(segment_id)), None, None
         category: str = node["consent"]
         self.consents.add(category)
         if node["granted"]:
-            return (lambda context: context.consent(category) is True), None
-        return (lambda context: context.consent(category) is False), None
+            return (lambda context: context.consent(category) is True), None, None
+        return (lambda context: context.consent(category) is False), None, None
 
-    def trait(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+    def trait(self, node: dict[str, Any]) -> _Node:
         head, *rest = node["trait"].split(".")
         self.traits.add(head)
         parts = tuple(rest)
@@ -141,19 +196,19 @@ class _Compiler:
         if comparison.test is not None:
             test = comparison.test
             if parts:
-                return (lambda context: test(walk(context.trait(head), parts))), None
+                return (lambda context: test(walk(context.trait(head), parts))), None, None
             expected = node.get("value")
             if node["op"] == "equals" and type(expected) is str:
                 # The most common comparison, without the extra call.
-                return (lambda context: bool(context.trait(head) == expected)), None
-            return (lambda context: test(context.trait(head))), None
+                return (lambda context: bool(context.trait(head) == expected)), None, None
+            return (lambda context: test(context.trait(head))), None, None
 
         def read(context: EvaluationContext) -> Any:
             return walk(context.trait(head), parts) if parts else context.trait(head)
 
         return _timed(read, comparison)
 
-    def event(self, node: dict[str, Any]) -> tuple[Evaluate, NextChange | None]:
+    def event(self, node: dict[str, Any]) -> _Node:
         spec = aggregate_spec(node)
         aggregate_id = spec.id
         self.aggregates[aggregate_id] = spec
@@ -179,8 +234,12 @@ class _Compiler:
                     return test(context.aggregate(aggregate_id).values.get("", empty))
 
             if not windowed:
-                return evaluate, None
-            return evaluate, lambda context, now: context.aggregate(aggregate_id).next_expiry_us
+                return evaluate, None, None
+            return (
+                evaluate,
+                lambda context, now: context.aggregate(aggregate_id).next_expiry_us,
+                _aggregate_settle(evaluate, aggregate_id, spec, node["op"]),
+            )
 
         interval_of = comparison.interval_of
         assert interval_of is not None
@@ -209,7 +268,11 @@ class _Compiler:
                     earliest = _earlier(earliest, next_boundary(interval, now))
             return earliest
 
-        return evaluate_timed, next_change
+        def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+            # Times compared with a relative time move both ways: no shortcut.
+            return evaluate_timed(context), next_change(context, now)
+
+        return evaluate_timed, next_change, settle
 
 
 def _cost(node: Mapping[str, Any]) -> int:
@@ -231,9 +294,48 @@ def _cost(node: Mapping[str, Any]) -> int:
     return 0
 
 
+def _aggregate_settle(
+    evaluate: Evaluate, aggregate_id: str, spec: AggregateSpec, op: str
+) -> Settle:
+    """``settle`` of a windowed aggregate compared with a fixed value.
+
+    Time only removes events from a window, so it moves some aggregates one
+    way: a count (or distinct count, or maximum) per key can only fall, a
+    minimum only rise, and a key with no event left disappears (a count
+    without ``key`` reads 0 then; ``min``/``max`` read ``null``, which no
+    order comparison accepts). So "at least 3" that is false now stays
+    false (for every key), "at most 3" without ``key`` that is true stays
+    true, and the next expiry is when the value may change otherwise.
+    """
+    upward = op in ("gt", "gte")
+    downward = op in ("lt", "lte")
+    kind = spec.aggregate
+    stays_false = (upward and kind in _NON_INCREASING) or (downward and kind == "min")
+    stays_true = downward and kind in _COUNTS and spec.key is None
+
+    def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+        value = bool(evaluate(context))
+        if stays_true if value else stays_false:
+            return value, None
+        return value, context.aggregate(aggregate_id).next_expiry_us
+
+    return settle
+
+
+def _negated(settle: Settle | None) -> Settle | None:
+    if settle is None:
+        return None
+
+    def negated(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+        value, instant = settle(context, now)
+        return not value, instant
+
+    return negated
+
+
 def _timed(
     read: Callable[[EvaluationContext], Any], comparison: Comparison
-) -> tuple[Evaluate, NextChange]:
+) -> tuple[Evaluate, NextChange, Settle]:
     """A comparison of one value against a relative time."""
     interval_of = comparison.interval_of
     assert interval_of is not None
@@ -250,7 +352,14 @@ def _timed(
         interval = None if instant is None else interval_of(instant)
         return None if interval is None else next_boundary(interval, now)
 
-    return evaluate, next_change
+    def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+        instant = instant_of(read(context))
+        interval = None if instant is None else interval_of(instant)
+        if interval is None:
+            return False, None
+        return holds(interval, now), next_boundary(interval, now)
+
+    return evaluate, next_change, settle
 
 
 def _earlier(a: int | None, b: int | None) -> int | None:
@@ -276,14 +385,15 @@ def _merged_next_change(parts: list[NextChange]) -> NextChange | None:
     return next_change
 
 
-def _all(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, NextChange | None]:
-    tests = tuple(evaluate for evaluate, _ in children)
-    next_change = _merged_next_change([n for _, n in children if n is not None])
+def _all(children: list[_Node]) -> _Node:
+    tests = tuple(evaluate for evaluate, _, _ in children)
+    next_change = _merged_next_change([n for _, n, _ in children if n is not None])
+    settle = _settle_all(children, deciding=False)
     if len(tests) == 1:
-        return tests[0], next_change
+        return tests[0], next_change, settle
     if len(tests) == 2:
         first, second = tests
-        return (lambda context: first(context) and second(context)), next_change
+        return (lambda context: first(context) and second(context)), next_change, settle
 
     def evaluate(context: EvaluationContext) -> bool:
         # A plain loop: all() over a generator costs more than the tests themselves.
@@ -292,17 +402,18 @@ def _all(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, 
                 return False
         return True
 
-    return evaluate, next_change
+    return evaluate, next_change, settle
 
 
-def _any(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, NextChange | None]:
-    tests = tuple(evaluate for evaluate, _ in children)
-    next_change = _merged_next_change([n for _, n in children if n is not None])
+def _any(children: list[_Node]) -> _Node:
+    tests = tuple(evaluate for evaluate, _, _ in children)
+    next_change = _merged_next_change([n for _, n, _ in children if n is not None])
+    settle = _settle_all(children, deciding=True)
     if len(tests) == 1:
-        return tests[0], next_change
+        return tests[0], next_change, settle
     if len(tests) == 2:
         first, second = tests
-        return (lambda context: first(context) or second(context)), next_change
+        return (lambda context: first(context) or second(context)), next_change, settle
 
     def evaluate(context: EvaluationContext) -> bool:
         for test in tests:  # noqa: SIM110 (see _all)
@@ -310,4 +421,44 @@ def _any(children: list[tuple[Evaluate, NextChange | None]]) -> tuple[Evaluate, 
                 return True
         return False
 
-    return evaluate, next_change
+    return evaluate, next_change, settle
+
+
+def _settle_all(children: list[_Node], *, deciding: bool) -> Settle | None:
+    """``settle`` of an ``all`` (``deciding`` False) or an ``any`` (``deciding`` True).
+
+    A part whose value is ``deciding`` (false in an ``all``, true in an
+    ``any``) and that time cannot change decides the whole for good: no
+    instant. Otherwise, while the whole has the deciding value, it keeps it
+    until *every* part having that value changes (the latest of their
+    instants); with the other value, until *any* part changes (the earliest).
+    Parts that time cannot change are tested first (``_cost`` already puts
+    them first: they read no aggregate).
+    """
+    if all(settle is None for _, _, settle in children):
+        return None
+    timeless = tuple(evaluate for evaluate, _, settle in children if settle is None)
+    timed = tuple(settle for _, _, settle in children if settle is not None)
+
+    def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+        for test in timeless:
+            if bool(test(context)) is deciding:
+                return deciding, None
+        latest: int | None = None
+        """The latest instant of the parts having the deciding value, if any has it."""
+        earliest: int | None = None
+        """The earliest instant of the others."""
+        for part in timed:
+            value, instant = part(context, now)
+            if value is deciding:
+                if instant is None:
+                    return deciding, None
+                if latest is None or instant > latest:
+                    latest = instant
+            elif instant is not None and (earliest is None or instant < earliest):
+                earliest = instant
+        if latest is not None:
+            return deciding, latest
+        return not deciding, earliest
+
+    return settle

@@ -8,7 +8,7 @@ one more event into a slot and how to combine the live slots into a value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -23,7 +23,7 @@ SKIP = object()
 """Returned by an acceptor for a value the aggregate does not take."""
 
 
-class Slot(msgspec.Struct, array_like=True, omit_defaults=True):
+class Slot(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """The events of one key that fall into one resolution-wide stretch of time."""
 
     index: int
@@ -31,8 +31,12 @@ class Slot(msgspec.Struct, array_like=True, omit_defaults=True):
     """Time of the newest event in the slot: the slot ages out at ``at + window``."""
     count: int = 1
     ints: int = 0
-    floats: list[float] = []
-    """Exact partial sums (Shewchuk) of every value as a float."""
+    floats: tuple[float, ...] = ()
+    """Exact partial sums (Shewchuk) of every value as a float.
+
+    A tuple (a JSON array all the same): most slots have none, and an empty
+    tuple is one shared object where an empty list would be a new one to
+    allocate and collect for every slot decoded."""
     has_float: bool = False
     extreme: Any = None
     first_at: int = 0
@@ -77,7 +81,7 @@ ACCEPTORS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _exact_add(partials: list[float], x: float) -> list[float]:
+def _exact_add(partials: tuple[float, ...], x: float) -> tuple[float, ...]:
     """Shewchuk's exact summation: non-overlapping partials whose sum is exact."""
     out: list[float] = []
     for y in partials:
@@ -89,7 +93,7 @@ def _exact_add(partials: list[float], x: float) -> list[float]:
             out.append(low)
         x = high
     out.append(x)
-    return out
+    return tuple(out)
 
 
 def new_slot(kind: str, index: int, at: int, value: Any) -> Slot:
@@ -99,7 +103,7 @@ def new_slot(kind: str, index: int, at: int, value: Any) -> Slot:
             index=index,
             at=at,
             ints=0 if is_float else value,
-            floats=[float(value)],
+            floats=(float(value),),
             has_float=is_float,
         )
     if kind in ("min", "max"):
@@ -141,7 +145,7 @@ def merge(kind: str, slot: Slot, at: int, value: Any) -> Slot:
     return msgspec.structs.replace(slot, at=newest, count=count)
 
 
-def reduce(kind: str, slots: list[Slot]) -> Any:
+def reduce(kind: str, slots: Sequence[Slot]) -> Any:
     if kind == "count":
         return slots[0].count if len(slots) == 1 else sum(slot.count for slot in slots)
     if kind == "sum":

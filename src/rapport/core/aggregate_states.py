@@ -1,0 +1,118 @@
+"""A profile's event aggregate states while its segments are evaluated.
+
+A profile keeps each aggregate's state as JSON (``Profile.aggregates``): a
+profile is loaded for every event, but an event touches few of its
+aggregates, so only those are decoded, and only those it changed are
+encoded again. ``AggregateStates`` is that view at one instant: states are
+decoded when first read or fed, each aggregate is read (reduced over its
+slots) once however many segments read it, and ``encoded`` gives what to
+store.
+
+Nothing is kept between calls. Measured: keeping decoded states (by
+stored text, or for the rest of a processing step) saved decoding but cost
+more than it saved, in garbage collection of the many small objects they
+are; keeping just the readings for the rest of a step (for the customer's
+next event and her timer) saved nothing measurable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import msgspec
+
+from rapport.core.computed_traits.definitions import is_computed_state_id
+from rapport.core.conditions import AggregateReading, AggregateState, Aggregator
+from rapport.core.model import Event
+
+_encode_state = msgspec.json.Encoder().encode
+_decode_state = msgspec.json.Decoder(AggregateState).decode
+
+
+class AggregateStates:
+    """A profile's aggregate states at one instant, decoded only when read or fed."""
+
+    __slots__ = ("_aggregators", "_changed", "_now", "_readings", "_states", "_stored")
+
+    def __init__(
+        self, aggregators: Mapping[str, Aggregator], stored: dict[str, msgspec.Raw], now: int
+    ) -> None:
+        """``aggregators``: the aggregates segments read, by id; ``now`` in microseconds."""
+        self._aggregators = aggregators
+        self._stored = stored
+        self._now = now
+        self._states: dict[str, AggregateState] = {}
+        self._readings: dict[str, AggregateReading] = {}
+        """Several segments often read one aggregate: it is reduced once."""
+        self._changed: set[str] = set()
+
+    def _state(self, aggregate_id: str) -> AggregateState:
+        state = self._states.get(aggregate_id)
+        if state is None:
+            text = self._stored.get(aggregate_id)
+            state = AggregateState() if text is None else _decode_state(text)
+            self._states[aggregate_id] = state
+        return state
+
+    def at(self, now: int) -> AggregateStates:
+        """The same (unfed) states read at another instant, sharing what is decoded."""
+        if now == self._now:
+            return self
+        other = AggregateStates(self._aggregators, self._stored, now)
+        other._states = self._states
+        other._changed = self._changed
+        return other
+
+    @property
+    def changed(self) -> Collection[str]:
+        """The aggregates whose state an ``observe`` changed."""
+        return self._changed
+
+    def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event, at: int) -> None:
+        """Feed ``event`` (at ``at`` microseconds), which ``aggregator.matches``, to one aggregate.
+
+        Events an aggregate does not count are not fed at all: its state
+        stays as stored, which a reading at ``now`` or later gets right
+        (what aged out is ignored, and dropped by the next event it counts).
+        Most events match few of the aggregates of their name (views of
+        shoes, of bags...), so most states are not even decoded.
+        """
+        before = self._state(aggregate_id)
+        after = aggregator.add_event_micros(before, event, at, self._now)
+        if after is not before:
+            self._states[aggregate_id] = after
+            self._readings.pop(aggregate_id, None)
+            self._changed.add(aggregate_id)
+
+    def read(self, aggregate_id: str) -> AggregateReading:
+        """The aggregate's reading at this instant (``EvaluationContext.aggregate``)."""
+        reading = self._readings.get(aggregate_id)
+        if reading is None:
+            aggregator = self._aggregators[aggregate_id]
+            reading = aggregator.read_micros(self._state(aggregate_id), self._now)
+            self._readings[aggregate_id] = reading
+        return reading
+
+    def encoded(self) -> dict[str, msgspec.Raw]:
+        """What to store: changed states encoded; states no segment reads any more dropped.
+
+        The stored mapping itself when nothing changed.
+        """
+        stored = self._stored
+        live = self._aggregators
+        if not self._changed and stored.keys() <= live.keys():
+            return stored
+        # Computed traits keep their states here too, under their own ids.
+        unread = [i for i in stored if i not in live and not is_computed_state_id(i)]
+        if not self._changed and not unread:
+            return stored
+        out = dict(stored)
+        for aggregate_id in unread:
+            del out[aggregate_id]
+        for aggregate_id in self._changed:
+            state = self._states[aggregate_id]
+            if state.keys:
+                out[aggregate_id] = msgspec.Raw(_encode_state(state))
+            else:
+                out.pop(aggregate_id, None)
+        return out

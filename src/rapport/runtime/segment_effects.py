@@ -1,0 +1,204 @@
+"""What a processing step does for segments besides evaluating them: events and timers.
+
+The core (``core.segments``) says which memberships change and when time
+alone may next change one; this module turns that into what the processor
+stores with its step (see ``processor`` for the step itself):
+
+* each membership change becomes an internal ``Segment Entered`` /
+  ``Segment Exited`` track event (source ``rapport:segments``) addressed to
+  the profile, written to the outbox with the step (the relay appends it to
+  the log); a merge makes the absorbed profile leave its segments;
+* each profile the step changed gets one scheduled row (key
+  ``segments:<profile id>``) for the earliest instant time may change one of
+  its memberships, moved or deleted when that instant moves; when due, the
+  relay delivers it as a ``Segment Timer Due`` track event (source
+  ``rapport:timers``), handled by ``on_timer``;
+* membership events address their profile by id and carry no identifier:
+  ``settled`` tells the processor where one lands without resolving identity.
+
+Message ids derive from what caused the event (the triggering log offset,
+the profile and instant of a timer), so a replayed step emits nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+import structlog
+
+from rapport.core.identity import EventClaims, Resolution
+from rapport.core.model import Event, LogEntry, Profile, ScheduledEvent
+from rapport.core.segments import (
+    MembershipChange,
+    SegmentCatalog,
+    next_membership_change,
+    refresh_memberships,
+)
+from rapport.runtime.working_set import WorkspaceState
+from rapport.storage.base import ProcessingBatch
+
+log = structlog.get_logger("rapport.processor")
+
+SEGMENT_EVENT_SOURCE = "rapport:segments"
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
+TIMER_EVENT_SOURCE = "rapport:timers"
+SEGMENT_TIMER = "Segment Timer Due"
+OUTBOX_KEY_PREFIX = "outbox:"
+SEGMENT_TIMER_KEY_PREFIX = "segments:"
+
+
+def settled(event: Event, claims: EventClaims, state: WorkspaceState) -> Resolution | None:
+    """What ``resolve`` decides for an event addressing a known profile by id alone.
+
+    Membership events name their profile and carry no identifier: ``resolve``
+    would land them on that profile (or the one it was merged into), attach
+    nothing and merge nothing. ``None`` for every other event (and when the
+    profile is not in the working set: ``resolve`` then decides).
+    """
+    if claims.identifiers or claims.profile_id is None or event.type == "alias":
+        return None
+    profile = state.profiles.get(state.live(claims.profile_id))
+    if profile is None:
+        return None
+    return Resolution(
+        profile_id=profile.id, created=False, attached=(), merges=(), refused=claims.refused
+    )
+
+
+def on_timer(
+    entry: LogEntry,
+    state: WorkspaceState,
+    catalog: SegmentCatalog,
+    refreshed: set[str],
+    now: datetime,
+) -> list[Event]:
+    """Handle a segment timer: re-evaluate what time changed; return the membership events.
+
+    The profile it re-evaluated is added to ``refreshed`` (its next timer is
+    computed in full).
+    """
+    event = entry.event
+    profile = state.profiles.get(state.live(event.profile_id or ""))
+    if profile is None:
+        # Its profile is gone (erased): nothing to evaluate, nothing to store.
+        log.info("timers.unknown_profile", workspace_id=event.workspace_id, offset=entry.offset)
+        return []
+    profile, changes = refresh_memberships(catalog, profile, now)
+    state.profiles[profile.id] = profile
+    state.changed_profiles.add(profile.id)
+    refreshed.add(profile.id)
+    return [membership_event(entry, profile.id, change, now) for change in changes]
+
+
+def schedule_timers(
+    state: WorkspaceState,
+    catalog: SegmentCatalog,
+    known: dict[str, Profile],
+    batch: ProcessingBatch,
+    now: datetime,
+) -> None:
+    """Move, set or cancel the segment timer of every profile the step changed.
+
+    ``known``: profiles as the step found them, whose timer was computed
+    then (the others -- new, merged, re-evaluated for time -- get a full
+    computation).
+    """
+    ws = state.workspace_id
+    for profile_id in sorted(state.changed_profiles):
+        profile = state.profiles[profile_id]
+        if profile.segment_timer_at is None and not catalog.time_bounds:
+            continue
+        try:
+            due = next_membership_change(catalog, profile, now, known.get(profile_id))
+        except Exception as exc:  # a timer must not cost the step: the old one stays
+            log.error(
+                "timers.schedule_failed", workspace_id=ws, profile_id=profile_id, exc_info=exc
+            )
+            continue
+        if due == profile.segment_timer_at:
+            continue
+        state.profiles[profile_id] = msgspec.structs.replace(profile, segment_timer_at=due)
+        key = timer_key(profile_id)
+        if due is None:
+            batch.unscheduled.append((ws, key))
+        else:
+            timer = timer_event(ws, profile_id, key, due)
+            batch.scheduled.append(
+                ScheduledEvent(workspace_id=ws, key=key, due_at=due, event=timer)
+            )
+
+
+def membership_event(
+    trigger: LogEntry, profile_id: str, change: MembershipChange, now: datetime
+) -> Event:
+    """The internal event telling that a profile entered or left a segment.
+
+    Its message id derives from the triggering event's log offset, so a
+    replayed step emits the same ids and the log keeps one of each.
+    """
+    direction = "entered" if change.entered else "exited"
+    return Event(
+        workspace_id=trigger.event.workspace_id,
+        message_id=f"segment-{direction}:{trigger.offset}:{change.segment_id}",
+        type="track",
+        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
+        timestamp=now,
+        received_at=now,
+        source=SEGMENT_EVENT_SOURCE,
+        properties={"segment_id": change.segment_id, "version": change.version},
+        profile_id=profile_id,
+    )
+
+
+def merged_away_events(
+    trigger: LogEntry, loser: Profile, winner_id: str, now: datetime
+) -> list[Event]:
+    """``Segment Exited`` for each segment ``loser`` was in, addressed to ``loser``'s id.
+
+    Whoever tracks memberships by profile id sees every entry matched by an
+    exit of the same id; the merged profile enters, under its own id, the
+    segments it matches. ``merged_into`` tells such an exit from a real one.
+    """
+    return [
+        Event(
+            workspace_id=trigger.event.workspace_id,
+            message_id=f"segment-exited:{trigger.offset}:{segment_id}:{loser.id}",
+            type="track",
+            event=SEGMENT_EXITED,
+            timestamp=now,
+            received_at=now,
+            source=SEGMENT_EVENT_SOURCE,
+            properties={
+                "segment_id": segment_id,
+                "version": membership.version,
+                "merged_into": winner_id,
+            },
+            profile_id=loser.id,
+        )
+        for segment_id, membership in sorted(loser.segments.items())
+    ]
+
+
+def timer_key(profile_id: str) -> str:
+    return SEGMENT_TIMER_KEY_PREFIX + profile_id
+
+
+def timer_event(workspace_id: str, profile_id: str, key: str, due: datetime) -> Event:
+    """The event a profile's segment timer delivers at ``due``.
+
+    Its message id names the profile and the instant, so delivering it
+    twice appends it once.
+    """
+    return Event(
+        workspace_id=workspace_id,
+        message_id=f"timer:{key}:{due.isoformat()}",
+        type="track",
+        event=SEGMENT_TIMER,
+        timestamp=due,
+        received_at=due,
+        source=TIMER_EVENT_SOURCE,
+        properties={"timer": key},
+        profile_id=profile_id,
+    )
