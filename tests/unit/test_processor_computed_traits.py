@@ -125,3 +125,41 @@ async def test_segment_and_computed_states_survive_each_other() -> None:
     states = sorted(profile.aggregates)
     assert [state_id.split("_")[0] for state_id in states] == ["agg", "ct", "ct"]
     assert "ct_due" in states, "with the next expiry of the windowed computed state"
+
+
+async def test_a_windowed_trait_decays_on_its_timer_and_segments_reading_it_follow() -> None:
+    from rapport.runtime.relay import Relay
+
+    h = Harness()
+    relay = Relay(h.storage, h.log, h.clock)
+    h.processor.on_scheduled = relay.notify
+    await h.compute("orders_90d", {"event": "Order Completed", "window": "90d"})
+    await h.segment("recent-buyer", {"trait": "orders_90d", "op": "gte", "value": 1})
+    first = h.clock.now()
+    await h.send("Order Completed", revenue=300)
+    await relay.run_due()
+    while await h.processor.run_once():
+        await relay.run_due()
+    profile = await h.profile()
+    assert traits(profile)["orders_90d"] == 1
+    assert "recent-buyer" in profile.segments
+    # The trait can only change when the order is 90 days old: that is the timer.
+    assert profile.segment_timer_at is not None
+    assert first + timedelta(days=90) - timedelta(hours=1) <= profile.segment_timer_at
+    assert profile.segment_timer_at <= first + timedelta(days=90)
+
+    # No event comes: at the timer the trait drops to 0 and she leaves.
+    h.clock.set(first + timedelta(days=90))
+    assert await relay.run_due() == 1
+    while await h.processor.run_once():
+        await relay.run_due()
+    profile = await h.profile()
+    assert traits(profile)["orders_90d"] == 0
+    assert "recent-buyer" not in profile.segments
+    assert profile.traits["orders_90d"].observed_at == first + timedelta(days=90)
+    exited = [
+        e.event
+        for e in await h.log.read(0, 100)
+        if e.event.event == "Segment Exited" and e.event.properties["segment_id"] == "recent-buyer"
+    ]
+    assert len(exited) == 1

@@ -88,7 +88,7 @@ import structlog
 
 from rapport.core.backfill import BackfillJob
 from rapport.core.clock import Clock
-from rapport.core.computed_traits import apply_computed_traits
+from rapport.core.computed_traits import ComputedTraitCatalog, apply_computed_traits
 from rapport.core.identity import (
     EventClaims,
     IdentityRules,
@@ -396,7 +396,8 @@ class Processor:
                 )
             )
         catalog = (await self._catalogs.for_workspaces([ws]))[ws]
-        self._schedule_timers(state, catalog, {}, batch, now)
+        computed = (await self._computed.for_workspaces([ws]))[ws]
+        self._schedule_timers(state, catalog, {}, batch, now, computed)
         batch.profiles = [
             profile
             for profile_id, profile in sorted(state.profiles.items())
@@ -495,7 +496,11 @@ class Processor:
             catalog = catalogs[event.workspace_id]
             if event.source == TIMER_EVENT_SOURCE:
                 try:
-                    emitted.extend(on_timer(entry, state, catalog, refreshed, now))
+                    emitted.extend(
+                        on_timer(
+                            entry, state, catalog, computed[event.workspace_id], refreshed, now
+                        )
+                    )
                 except Exception as exc:  # one bad event must not stop the others: recorded
                     failures.append(self._failed(entry, exc))
                 continue
@@ -623,7 +628,7 @@ class Processor:
         batch.unscheduled = cancelled
         for ws, state in states.items():
             known = {p: loaded[ws][p] for p in loaded[ws].keys() - refreshed}
-            self._schedule_timers(state, catalogs[ws], known, batch, now)
+            self._schedule_timers(state, catalogs[ws], known, batch, now, computed[ws])
         for item in placed:
             event = item.entry.event
             batch.events.append(
@@ -654,9 +659,10 @@ class Processor:
         known: dict[str, Profile],
         batch: ProcessingBatch,
         now: datetime,
+        computed: ComputedTraitCatalog | None = None,
     ) -> None:
         """``segment_effects.schedule_timers``: the timers of the profiles the step changed."""
-        schedule_timers(state, catalog, known, batch, now)
+        schedule_timers(state, catalog, known, batch, now, computed)
 
     async def _load_states(
         self,

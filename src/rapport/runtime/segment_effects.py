@@ -27,6 +27,7 @@ from datetime import datetime
 import msgspec
 import structlog
 
+from rapport.core.computed_traits import ComputedTraitCatalog, refresh_computed_traits
 from rapport.core.identity import EventClaims, Resolution
 from rapport.core.model import Event, LogEntry, Profile, ScheduledEvent
 from rapport.core.segments import (
@@ -34,6 +35,7 @@ from rapport.core.segments import (
     SegmentCatalog,
     next_membership_change,
     refresh_memberships,
+    update_memberships,
 )
 from rapport.runtime.working_set import WorkspaceState
 from rapport.storage.base import ProcessingBatch
@@ -71,13 +73,16 @@ def on_timer(
     entry: LogEntry,
     state: WorkspaceState,
     catalog: SegmentCatalog,
+    computed: ComputedTraitCatalog | None,
     refreshed: set[str],
     now: datetime,
 ) -> list[Event]:
-    """Handle a segment timer: re-evaluate what time changed; return the membership events.
+    """Handle a profile's timer: bring what time changed up to date; return the membership events.
 
-    The profile it re-evaluated is added to ``refreshed`` (its next timer is
-    computed in full).
+    Windowed computed traits (``orders_90d``) are refreshed first, and the
+    segments reading a trait that changed re-evaluated; then the
+    time-dependent segments. The profile is added to ``refreshed`` (its next
+    timer is computed in full).
     """
     event = entry.event
     profile = state.profiles.get(state.live(event.profile_id or ""))
@@ -85,7 +90,13 @@ def on_timer(
         # Its profile is gone (erased): nothing to evaluate, nothing to store.
         log.info("timers.unknown_profile", workspace_id=event.workspace_id, offset=entry.offset)
         return []
-    profile, changes = refresh_memberships(catalog, profile, now)
+    changes: list[MembershipChange] = []
+    if computed is not None:
+        decayed = refresh_computed_traits(computed, profile, now)
+        if decayed is not profile:
+            profile, changes = update_memberships(catalog, profile, decayed, event, now)
+    profile, timed = refresh_memberships(catalog, profile, now)
+    changes.extend(timed)
     state.profiles[profile.id] = profile
     state.changed_profiles.add(profile.id)
     refreshed.add(profile.id)
@@ -98,8 +109,12 @@ def schedule_timers(
     known: dict[str, Profile],
     batch: ProcessingBatch,
     now: datetime,
+    computed: ComputedTraitCatalog | None = None,
 ) -> None:
-    """Move, set or cancel the segment timer of every profile the step changed.
+    """Move, set or cancel the timer of every profile the step changed.
+
+    One timer per profile: the earliest instant at which time alone may
+    change one of its memberships or one of its windowed computed traits.
 
     ``known``: profiles as the step found them, whose timer was computed
     then (the others -- new, merged, re-evaluated for time -- get a full
@@ -108,10 +123,15 @@ def schedule_timers(
     ws = state.workspace_id
     for profile_id in sorted(state.changed_profiles):
         profile = state.profiles[profile_id]
-        if profile.segment_timer_at is None and not catalog.time_bounds:
+        decays = None if computed is None else computed.next_change(profile, now)
+        if profile.segment_timer_at is None and not catalog.time_bounds and decays is None:
             continue
         try:
+            # ``known`` carries its last answer, a lower bound for the
+            # segments unchanged since: still one when it came from a trait.
             due = next_membership_change(catalog, profile, now, known.get(profile_id))
+            if decays is not None and (due is None or decays < due):
+                due = decays
         except Exception as exc:  # a timer must not cost the step: the old one stays
             log.error(
                 "timers.schedule_failed", workspace_id=ws, profile_id=profile_id, exc_info=exc
