@@ -23,7 +23,7 @@ import msgspec
 
 from rapport.core.computed_traits.definitions import is_computed_state_id
 from rapport.core.conditions import AggregateReading, AggregateState, Aggregator
-from rapport.core.model import Event
+from rapport.core.model import Event, Profile
 
 _encode_state = msgspec.json.Encoder().encode
 _decode_state = msgspec.json.Decoder(AggregateState).decode
@@ -116,3 +116,35 @@ class AggregateStates:
             else:
                 out.pop(aggregate_id, None)
         return out
+
+
+def merge_aggregate_states(
+    aggregators: Mapping[str, Aggregator], winner: Profile, loser: Profile, now: int
+) -> Profile:
+    """``winner`` (already merged with ``loser``) holding the union of both profiles' states.
+
+    For every aggregate a segment reads (``aggregators``), the merged state
+    counts the events of both (``Aggregator.merge_micros``): three views of
+    the jacket, two as one profile and one as the other, are three views of
+    the merged customer. States no segment reads any more are left as the
+    winner had them; computed-trait states (their own namespace) too, for
+    now: the winner's computed values stand.
+    """
+    theirs = loser.aggregates
+    if not theirs:
+        return winner
+    states = dict(winner.aggregates)
+    for aggregate_id, raw in theirs.items():
+        aggregator = aggregators.get(aggregate_id)
+        if aggregator is None or is_computed_state_id(aggregate_id):
+            continue
+        mine = states.get(aggregate_id)
+        incoming = _decode_state(raw)
+        merged = aggregator.merge_micros(
+            aggregator.empty() if mine is None else _decode_state(mine), incoming, now
+        )
+        if merged.keys:
+            states[aggregate_id] = msgspec.Raw(_encode_state(merged))
+        else:
+            states.pop(aggregate_id, None)
+    return msgspec.structs.replace(winner, aggregates=states)

@@ -86,9 +86,11 @@ from datetime import datetime
 import msgspec
 import structlog
 
+from rapport.core.aggregate_states import merge_aggregate_states
 from rapport.core.backfill import BackfillJob
 from rapport.core.clock import Clock
 from rapport.core.computed_traits import ComputedTraitCatalog, apply_computed_traits
+from rapport.core.conditions.instants import to_micros
 from rapport.core.identity import (
     EventClaims,
     IdentityRules,
@@ -555,7 +557,12 @@ class Processor:
                 for merge in resolution.merges:
                     loser = state.profiles[merge.loser]
                     losers.append(loser)
-                    profile = merge_profiles(profile, loser, now)
+                    profile = merge_aggregate_states(
+                        catalog.aggregators,
+                        merge_profiles(profile, loser, now),
+                        loser,
+                        to_micros(now),
+                    )
                     moved.update(dict.fromkeys(loser.identifiers, profile.id))
                 if resolution.attached:
                     profile = attach_identifiers(profile, resolution.attached, now)

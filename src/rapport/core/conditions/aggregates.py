@@ -53,7 +53,7 @@ import msgspec
 from rapport.core.conditions.comparisons import Predicate, compile_comparison
 from rapport.core.conditions.fields import event_field, key_text
 from rapport.core.conditions.instants import from_micros, to_micros
-from rapport.core.conditions.slots import ACCEPTORS, SKIP, Slot, merge, new_slot, reduce
+from rapport.core.conditions.slots import ACCEPTORS, SKIP, Slot, combine, merge, new_slot, reduce
 from rapport.core.model import Event
 
 AggregateKind = Literal["count", "sum", "min", "max", "first", "last", "distinct_count"]
@@ -271,6 +271,47 @@ class Aggregator:
             return KeySeries(slots=(*slots[:pos], slot, *slots[pos + 1 :]))
         slot = new_slot(self.kind, index, at, value)
         return KeySeries(slots=(*slots[:pos], slot, *slots[pos:]))
+
+    # -- merging ------------------------------------------------------------
+
+    def merge_micros(self, a: AggregateState, b: AggregateState, now: int) -> AggregateState:
+        """The state of the union of the events of ``a`` and ``b``, expired to ``now``.
+
+        When two profiles merge, each kept its own states: the merged person
+        viewed the jacket twice as one and once as the other, which is three
+        views. Slots of one key and one index are combined (``slots.combine``);
+        the caps on keys and distinct values keep the most recent, as
+        ``add_micros`` does.
+        """
+        a, b = self.expire_micros(a, now), self.expire_micros(b, now)
+        if not b.keys:
+            return a
+        if not a.keys:
+            return b
+        keys = dict(a.keys)
+        for key, theirs in b.keys.items():
+            ours = keys.get(key)
+            keys[key] = theirs if ours is None else self._merged_series(ours, theirs)
+        if len(keys) > MAX_KEYS:
+            newest = sorted(keys, key=lambda k: (_newest(keys[k]), k), reverse=True)
+            keys = {k: keys[k] for k in newest[:MAX_KEYS]}
+        return AggregateState(keys=keys, next_expiry=self._next_expiry(keys))
+
+    def _merged_series(self, ours: KeySeries, theirs: KeySeries) -> KeySeries:
+        if self.kind == "distinct_count":
+            seen = dict(ours.seen)
+            for value, at in theirs.seen.items():
+                if seen.get(value, at - 1) < at:
+                    seen[value] = at
+            if len(seen) > MAX_DISTINCT_VALUES:
+                kept = sorted(seen, key=lambda v: (seen[v], v), reverse=True)
+                seen = {v: seen[v] for v in kept[:MAX_DISTINCT_VALUES]}
+            return KeySeries(seen=seen)
+        by_index = {slot.index: slot for slot in ours.slots}
+        for slot in theirs.slots:
+            mine = by_index.get(slot.index)
+            by_index[slot.index] = slot if mine is None else combine(self.kind, mine, slot)
+        return KeySeries(slots=tuple(by_index[i] for i in sorted(by_index)))
 
     # -- time ---------------------------------------------------------------
 

@@ -159,3 +159,38 @@ def reduce(kind: str, slots: Sequence[Slot]) -> Any:
     if kind == "first":
         return slots[0].first
     return slots[-1].last
+
+
+def combine(kind: str, a: Slot, b: Slot) -> Slot:
+    """One slot holding the events of ``a`` and ``b`` (same index; two profiles merging).
+
+    Exactly what one slot fed every event of both would hold, but for ties:
+    a ``first``/``last`` at the same instant in both keeps ``a``'s.
+    """
+    newest = max(a.at, b.at)
+    count = a.count + b.count
+    if kind == "sum":
+        floats = a.floats
+        for part in b.floats:
+            floats = _exact_add(floats, part)
+        return msgspec.structs.replace(
+            a,
+            at=newest,
+            count=count,
+            ints=a.ints + b.ints,
+            floats=floats,
+            has_float=a.has_float or b.has_float,
+        )
+    if kind == "min":
+        return msgspec.structs.replace(a, at=newest, count=count, extreme=min(a.extreme, b.extreme))
+    if kind == "max":
+        return msgspec.structs.replace(a, at=newest, count=count, extreme=max(a.extreme, b.extreme))
+    if kind in ("first", "last"):
+        first_at, first = (
+            (b.first_at, b.first) if b.first_at < a.first_at else (a.first_at, a.first)
+        )
+        last_at, last = (b.last_at, b.last) if b.last_at > a.last_at else (a.last_at, a.last)
+        return msgspec.structs.replace(
+            a, at=newest, count=count, first_at=first_at, first=first, last_at=last_at, last=last
+        )
+    return msgspec.structs.replace(a, at=newest, count=count)
