@@ -57,6 +57,8 @@ from rapport.core.conditions.compile import Settle
 from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Membership, Profile
 from rapport.core.segment_guards import Guards
+from rapport.core.versions import ACTIVE, next_version, tombstone
+from rapport.core.versions import DELETED as DELETED  # re-exported
 
 SEGMENT_ID_PATTERN: Final = r"[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?"
 """Lowercase letters, digits, ``-`` and ``_``; 1-100 characters; no edge separator."""
@@ -70,8 +72,6 @@ STATIC: Final = "static"
 SEGMENT_KINDS: Final = frozenset((DYNAMIC, STATIC))
 SUPPORTED_KINDS: Final = SEGMENT_KINDS
 
-ACTIVE: Final = "active"
-DELETED: Final = "deleted"
 
 _NEVER: Final = 2**63
 MAX_LOOKAHEAD: Final = 16
@@ -127,7 +127,6 @@ def next_definition(
     previous: SegmentDefinition | None, draft: SegmentDraft, now: datetime
 ) -> SegmentDefinition:
     """The version that writing ``draft`` stores after ``previous`` (active or deleted)."""
-    recreated = previous is None or not previous.active
     return SegmentDefinition(
         workspace_id=draft.workspace_id,
         id=draft.id,
@@ -135,18 +134,13 @@ def next_definition(
         description=draft.description,
         kind=draft.kind,
         condition=draft.condition,
-        version=1 if previous is None else previous.version + 1,
-        status=ACTIVE,
-        created_at=now if recreated or previous is None else previous.created_at,
-        updated_at=now,
+        **next_version(previous, now),
     )
 
 
 def deleted_definition(previous: SegmentDefinition, now: datetime) -> SegmentDefinition:
     """The tombstone that deleting ``previous`` stores."""
-    return msgspec.structs.replace(
-        previous, status=DELETED, version=previous.version + 1, updated_at=now
-    )
+    return tombstone(previous, now)
 
 
 def reference_cycle(segment_id: str, references: Mapping[str, Collection[str]]) -> list[str] | None:

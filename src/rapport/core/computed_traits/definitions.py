@@ -23,6 +23,9 @@ from typing import Any, Final
 
 import msgspec
 
+from rapport.core.versions import ACTIVE, next_version, tombstone
+from rapport.core.versions import DELETED as DELETED  # re-exported
+
 TRAIT_ID_PATTERN: Final = r"[a-z0-9](?:[a-z0-9_-]{0,98}[a-z0-9])?"
 """The segment id rule: lowercase letters, digits, ``-`` and ``_``; 1-100 characters."""
 _TRAIT_ID = re.compile(TRAIT_ID_PATTERN)
@@ -49,9 +52,6 @@ STATE_PREFIX: Final = "ct_"
 Segments keep theirs under ``agg_...``: the two namespaces never collide, and
 each side drops only the stale states of its own namespace.
 """
-
-ACTIVE: Final = "active"
-DELETED: Final = "deleted"
 
 
 def is_computed_state_id(state_id: str) -> bool:
@@ -107,17 +107,13 @@ def next_computed_trait(
     previous: ComputedTraitDefinition | None, draft: ComputedTraitDraft, now: datetime
 ) -> ComputedTraitDefinition:
     """The version that writing ``draft`` stores after ``previous`` (active or deleted)."""
-    recreated = previous is None or not previous.active
     return ComputedTraitDefinition(
         workspace_id=draft.workspace_id,
         id=draft.id,
         kind=draft.kind,
         compute=draft.compute,
         description=draft.description,
-        version=1 if previous is None else previous.version + 1,
-        status=ACTIVE,
-        created_at=now if recreated or previous is None else previous.created_at,
-        updated_at=now,
+        **next_version(previous, now),
     )
 
 
@@ -125,6 +121,4 @@ def deleted_computed_trait(
     previous: ComputedTraitDefinition, now: datetime
 ) -> ComputedTraitDefinition:
     """The tombstone that deleting ``previous`` stores."""
-    return msgspec.structs.replace(
-        previous, status=DELETED, version=previous.version + 1, updated_at=now
-    )
+    return tombstone(previous, now)
