@@ -22,6 +22,8 @@ import msgspec
 
 from rapport.core.backfill import BackfillJob
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.effects import MetricIncrement
+from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Event,
@@ -34,6 +36,11 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import SegmentAlreadyExists, SegmentDefinition, SegmentDraft
+from rapport.storage.journey_runs import (
+    InstancePage,
+    JourneyMetrics,
+    OutboxMessage,
+)
 from rapport.storage.membership_index import (
     MemberPage,
     MembershipBatch,
@@ -46,8 +53,11 @@ __all__ = [
     "ApiKey",
     "EventLog",
     "EventPage",
+    "InstancePage",
+    "JourneyMetrics",
     "MemberPage",
     "MembershipBatch",
+    "OutboxMessage",
     "ProcessingBatch",
     "ScheduledEvent",
     "SegmentAlreadyExists",
@@ -90,7 +100,8 @@ class ProcessingBatch(msgspec.Struct, kw_only=True):
     still owned by the loser to the winner, and deleting the loser's profile
     row while keeping a redirect so lookups by the loser's id still resolve;
     ``profiles`` upserted; ``unscheduled`` rows deleted, then ``scheduled``
-    rows upserted; finally the consumer's offset set to ``offset``.
+    rows upserted; journey instances upserted, metric increments added, outbox
+    messages inserted; finally the consumer's offset set to ``offset``.
     Replaying a batch is harmless: every write is an upsert keyed by natural
     keys (a scheduled row delivered since comes back, and delivering it again
     appends nothing: its event's message id is already in the log).
@@ -109,6 +120,15 @@ class ProcessingBatch(msgspec.Struct, kw_only=True):
     delivered in the order batches and this list wrote them."""
     unscheduled: list[tuple[str, str]] = []
     """``(workspace_id, key)`` of rows to delete (a cancelled timer); a missing row is fine."""
+    journey_instances: list[tuple[str, JourneyInstance]] = []
+    """``(workspace_id, instance)`` upserted by ``(workspace_id, instance.id)`` (the last
+    one wins within the batch). See ``rapport.storage.journey_runs``."""
+    journey_metrics: list[tuple[str, MetricIncrement]] = []
+    """``(workspace_id, increment)`` added to the journey's counters, once per
+    ``(consumer, offset)``: a replayed batch adds nothing."""
+    outbox: list[OutboxMessage] = []
+    """Messages inserted as ``pending`` unless their ``(workspace_id, idempotency_key)``
+    is stored (or came earlier in the batch): a replayed step sends nothing twice."""
 
 
 class EventPage(msgspec.Struct):
@@ -455,3 +475,67 @@ class Storage(abc.ABC):
 
         Cheap to call: processors poll it to know when to reload definitions.
         """
+
+    # -- journey runs (rapport.storage.journey_runs) --------------------------
+    # Written through ``ProcessingBatch.journey_instances`` / ``journey_metrics``
+    # / ``outbox``, in the transaction of the processing step that decided them.
+    @abc.abstractmethod
+    async def load_journey_instances(
+        self, workspace_id: str, profile_ids: Sequence[str]
+    ) -> list[JourneyInstance]:
+        """What the engine needs of these profiles: every live instance, and the latest
+        ended one per (profile, journey, correlation key), which re-entry reads.
+
+        Ordered by profile id, journey id, instance id.
+        """
+
+    @abc.abstractmethod
+    async def get_journey_instance(
+        self, workspace_id: str, instance_id: str
+    ) -> JourneyInstance | None:
+        """One instance, with its trace, whatever its status."""
+
+    @abc.abstractmethod
+    async def list_journey_instances(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        status: str | None = None,
+    ) -> InstancePage:
+        """A journey's instances (with ``status`` only, if given) by id, paged after ``after``."""
+
+    @abc.abstractmethod
+    async def journey_instance_counts(self, workspace_id: str, journey_id: str) -> dict[str, int]:
+        """Status -> how many of the journey's instances have it now (absent: none)."""
+
+    @abc.abstractmethod
+    async def journey_metrics(self, workspace_id: str, journey_id: str) -> JourneyMetrics:
+        """The journey's counters, by version, step and metric."""
+
+    @abc.abstractmethod
+    async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
+        """Pending messages of any workspace with ``seq > after``, in ``seq`` order.
+
+        ``seq`` is given at insertion, and concurrent commits may become
+        visible out of ``seq`` order: a sender pages with ``after`` within a
+        round and starts each round again from 0 (a message stays pending
+        until ``mark_outbox``).
+        """
+
+    @abc.abstractmethod
+    async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
+        """One message, whatever its status."""
+
+    @abc.abstractmethod
+    async def mark_outbox(
+        self,
+        workspace_id: str,
+        idempotency_key: str,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        """Set a pending message ``sent`` or ``failed``; False if none is pending under this key."""

@@ -26,6 +26,7 @@ from rapport.core.computed_traits.definitions import (
     deleted_computed_trait,
     next_computed_trait,
 )
+from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Event,
@@ -54,7 +55,9 @@ from rapport.storage.base import (
     Storage,
     Workspace,
 )
+from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMessage
 from rapport.storage.membership_index import plan_memberships
+from rapport.storage.memory_journey_runs import MemoryJourneyRuns
 from rapport.storage.memory_journeys import MemoryJourneys
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
@@ -155,6 +158,7 @@ class MemoryStorage(Storage):
         self._backfills: dict[tuple[str, str], BackfillJob] = {}
         """(workspace, segment id) -> the job of its newest version (frozen)."""
         self._journeys = MemoryJourneys()
+        self._runs = MemoryJourneyRuns()
 
     # -- workspaces and keys -------------------------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
@@ -270,6 +274,7 @@ class MemoryStorage(Storage):
             if merge.winner == merge.loser:
                 raise ValueError(f"profile {merge.loser} cannot merge into itself")
         scheduled = _scheduled_rows(batch)
+        runs = self._runs.prepare(batch)
 
         for event in events:
             self._put_event(event)
@@ -284,6 +289,7 @@ class MemoryStorage(Storage):
             self._unschedule(row.key)
             self._scheduled[row.key] = row
             bisect.insort(self._schedule, row.order)
+        self._runs.apply(runs)
         self._offsets[batch.consumer] = batch.offset
 
     async def consumer_offset(self, consumer: str) -> int:
@@ -557,6 +563,50 @@ class MemoryStorage(Storage):
 
     async def journeys_revision(self) -> int:
         return self._journeys.revision
+
+    # -- journey runs (memory_journey_runs) ----------------------------------
+    async def load_journey_instances(
+        self, workspace_id: str, profile_ids: Sequence[str]
+    ) -> list[JourneyInstance]:
+        return self._runs.load(workspace_id, profile_ids)
+
+    async def get_journey_instance(
+        self, workspace_id: str, instance_id: str
+    ) -> JourneyInstance | None:
+        return self._runs.get(workspace_id, instance_id)
+
+    async def list_journey_instances(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        status: str | None = None,
+    ) -> InstancePage:
+        return self._runs.page(workspace_id, journey_id, limit, after, status)
+
+    async def journey_instance_counts(self, workspace_id: str, journey_id: str) -> dict[str, int]:
+        return self._runs.counts(workspace_id, journey_id)
+
+    async def journey_metrics(self, workspace_id: str, journey_id: str) -> JourneyMetrics:
+        return self._runs.metrics(workspace_id, journey_id)
+
+    async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
+        return self._runs.pending(limit, after)
+
+    async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
+        return self._runs.get_message(workspace_id, idempotency_key)
+
+    async def mark_outbox(
+        self,
+        workspace_id: str,
+        idempotency_key: str,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        return self._runs.mark(workspace_id, idempotency_key, status, now, error)
 
     # -- helpers -------------------------------------------------------------
     def _put_event(self, event: ProfileEvent) -> None:

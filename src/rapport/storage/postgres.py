@@ -25,6 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from rapport.core.backfill import BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Identifier,
@@ -35,7 +36,12 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
-from rapport.storage import postgres_journeys, postgres_memberships, postgres_scheduled
+from rapport.storage import (
+    postgres_journey_runs,
+    postgres_journeys,
+    postgres_memberships,
+    postgres_scheduled,
+)
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -46,6 +52,7 @@ from rapport.storage.base import (
     Storage,
     Workspace,
 )
+from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMessage
 from rapport.storage.membership_index import (
     MemberPage,
     MembershipBatch,
@@ -718,6 +725,54 @@ class PostgresStorage(Storage):
     async def journeys_revision(self) -> int:
         return await postgres_journeys.journeys_revision(self._pool)
 
+    # -- journey runs (postgres_journey_runs) --------------------------------
+    async def load_journey_instances(
+        self, workspace_id: str, profile_ids: Sequence[str]
+    ) -> list[JourneyInstance]:
+        return await postgres_journey_runs.load_instances(self._pool, workspace_id, profile_ids)
+
+    async def get_journey_instance(
+        self, workspace_id: str, instance_id: str
+    ) -> JourneyInstance | None:
+        return await postgres_journey_runs.get_instance(self._pool, workspace_id, instance_id)
+
+    async def list_journey_instances(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        status: str | None = None,
+    ) -> InstancePage:
+        return await postgres_journey_runs.page_instances(
+            self._pool, workspace_id, journey_id, limit, after, status
+        )
+
+    async def journey_instance_counts(self, workspace_id: str, journey_id: str) -> dict[str, int]:
+        return await postgres_journey_runs.instance_counts(self._pool, workspace_id, journey_id)
+
+    async def journey_metrics(self, workspace_id: str, journey_id: str) -> JourneyMetrics:
+        return await postgres_journey_runs.metrics(self._pool, workspace_id, journey_id)
+
+    async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
+        return await postgres_journey_runs.pending_messages(self._pool, limit, after)
+
+    async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
+        return await postgres_journey_runs.get_message(self._pool, workspace_id, idempotency_key)
+
+    async def mark_outbox(
+        self,
+        workspace_id: str,
+        idempotency_key: str,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        return await postgres_journey_runs.mark_message(
+            self._pool, workspace_id, idempotency_key, status, now, error
+        )
+
     # -- segment membership index (postgres_memberships) ---------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
         await postgres_memberships.commit_memberships(self._pool, batch)
@@ -802,6 +857,7 @@ def _processing_statements(
             )
         )
     statements.extend(postgres_scheduled.scheduled_statements(batch, encode))
+    statements.extend(postgres_journey_runs.run_statements(batch, encode))
     statements.append((_SET_CONSUMER_OFFSET_SQL, (batch.consumer, batch.offset)))
     return statements
 

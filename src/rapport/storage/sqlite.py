@@ -23,6 +23,7 @@ import msgspec
 
 from rapport.core.backfill import BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
+from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
     Identifier,
@@ -33,7 +34,7 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
-from rapport.storage import sqlite_journeys, sqlite_scheduled
+from rapport.storage import sqlite_journey_runs, sqlite_journeys, sqlite_scheduled
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -44,6 +45,7 @@ from rapport.storage.base import (
     Storage,
     Workspace,
 )
+from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMessage
 from rapport.storage.membership_index import (
     MemberPage,
     MembershipBatch,
@@ -622,6 +624,70 @@ class SqliteStorage(Storage):
     async def journeys_revision(self) -> int:
         return await self._db.read(sqlite_journeys.journeys_revision)
 
+    # -- journey runs (sqlite_journey_runs) ----------------------------------
+    async def load_journey_instances(
+        self, workspace_id: str, profile_ids: Sequence[str]
+    ) -> list[JourneyInstance]:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.load_instances(conn, workspace_id, profile_ids)
+        )
+
+    async def get_journey_instance(
+        self, workspace_id: str, instance_id: str
+    ) -> JourneyInstance | None:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.get_instance(conn, workspace_id, instance_id)
+        )
+
+    async def list_journey_instances(
+        self,
+        workspace_id: str,
+        journey_id: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        status: str | None = None,
+    ) -> InstancePage:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.page_instances(
+                conn, workspace_id, journey_id, limit, after, status
+            )
+        )
+
+    async def journey_instance_counts(self, workspace_id: str, journey_id: str) -> dict[str, int]:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.instance_counts(conn, workspace_id, journey_id)
+        )
+
+    async def journey_metrics(self, workspace_id: str, journey_id: str) -> JourneyMetrics:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.metrics(conn, workspace_id, journey_id)
+        )
+
+    async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.pending_messages(conn, limit, after)
+        )
+
+    async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
+        return await self._db.read(
+            lambda conn: sqlite_journey_runs.get_message(conn, workspace_id, idempotency_key)
+        )
+
+    async def mark_outbox(
+        self,
+        workspace_id: str,
+        idempotency_key: str,
+        status: str,
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        return await self._db.write(
+            lambda conn: sqlite_journey_runs.mark_message(
+                conn, workspace_id, idempotency_key, status, now, error
+            )
+        )
+
 
 def _latest_segment(
     conn: sqlite3.Connection, workspace_id: str, segment_id: str
@@ -739,6 +805,7 @@ class _PreparedBatch:
             for p in batch.profiles
         ]
         self.schedule = sqlite_scheduled.PreparedSchedule(batch)
+        self.runs = sqlite_journey_runs.PreparedRuns(batch)
         self.consumer = batch.consumer
         self.offset = batch.offset
 
@@ -768,6 +835,7 @@ class _PreparedBatch:
             )
         _UPSERT_PROFILES.run(conn, self.profiles)
         self.schedule.apply(conn)
+        self.runs.apply(conn)
         conn.execute(
             "INSERT INTO consumer_offsets (consumer, log_offset) VALUES (?, ?)"
             " ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset",
