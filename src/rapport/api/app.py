@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
-from rapport.api import conditions, ingest, profiles, segments
+from rapport.api import conditions, ingest, profiles, segments, templates
 from rapport.api.computed_traits import router as computed_traits_router
 from rapport.api.errors import install_error_handlers
 from rapport.api.ingest_priority import IngestActivity
@@ -143,6 +143,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.include_router(segments.router)
     app.include_router(computed_traits_router)
     app.include_router(journeys_router)
+    app.include_router(templates.router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:

@@ -36,6 +36,7 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import SegmentAlreadyExists, SegmentDefinition, SegmentDraft
+from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage.journey_runs import (
     InstancePage,
     JourneyMetrics,
@@ -411,6 +412,36 @@ class Storage(abc.ABC):
 
         Cheap to call: processors poll it to know when to reload definitions.
         """
+
+    # -- template definitions (rapport.core.templates) -----------------------
+    # Every version is kept (a message can be traced to the text it was
+    # rendered from); deleting stores a ``deleted`` tombstone.
+    @abc.abstractmethod
+    async def put_template(
+        self, draft: TemplateDraft, now: datetime, *, create_only: bool = False
+    ) -> TemplateDefinition:
+        """Store ``draft`` as the next version of its id and return what was stored.
+
+        With ``create_only``, raise ``TemplateAlreadyExists`` (storing
+        nothing) if an active template with this id exists.
+        """
+
+    @abc.abstractmethod
+    async def get_template(
+        self, workspace_id: str, template_id: str, version: int | None = None
+    ) -> TemplateDefinition | None:
+        """The latest version if the template is active; or, given ``version``,
+        that stored version (None for a tombstone or a version never stored)."""
+
+    @abc.abstractmethod
+    async def list_templates(self, workspace_id: str) -> list[TemplateDefinition]:
+        """The workspace's active templates (latest version of each), ordered by id."""
+
+    @abc.abstractmethod
+    async def delete_template(
+        self, workspace_id: str, template_id: str, now: datetime
+    ) -> TemplateDefinition | None:
+        """Store the tombstone of an active template and return it; None if none is active."""
 
     # -- journey definitions (rapport.core.journeys.lifecycle) ---------------
     # Every version is kept: instances refer to the version they entered on.

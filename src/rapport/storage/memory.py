@@ -39,6 +39,7 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
+from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage.base import (
     ApiKey,
     EventLog,
@@ -59,6 +60,7 @@ from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMes
 from rapport.storage.membership_index import plan_memberships
 from rapport.storage.memory_journey_runs import MemoryJourneyRuns
 from rapport.storage.memory_journeys import MemoryJourneys
+from rapport.storage.memory_templates import MemoryTemplates
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
 # contract says an event's or profile's datetimes come back as they went in.
@@ -158,6 +160,7 @@ class MemoryStorage(Storage):
         self._backfills: dict[tuple[str, str], BackfillJob] = {}
         """(workspace, segment id) -> the job of its newest version (frozen)."""
         self._journeys = MemoryJourneys()
+        self._templates = MemoryTemplates()
         self._runs = MemoryJourneyRuns()
 
     # -- workspaces and keys -------------------------------------------------
@@ -525,6 +528,25 @@ class MemoryStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return self._computed_traits_revision
+
+    # -- template definitions (memory_templates) -----------------------------
+    async def put_template(
+        self, draft: TemplateDraft, now: datetime, *, create_only: bool = False
+    ) -> TemplateDefinition:
+        return self._templates.put(draft, now, create_only)
+
+    async def get_template(
+        self, workspace_id: str, template_id: str, version: int | None = None
+    ) -> TemplateDefinition | None:
+        return self._templates.get(workspace_id, template_id, version)
+
+    async def list_templates(self, workspace_id: str) -> list[TemplateDefinition]:
+        return self._templates.listed(workspace_id)
+
+    async def delete_template(
+        self, workspace_id: str, template_id: str, now: datetime
+    ) -> TemplateDefinition | None:
+        return self._templates.delete(workspace_id, template_id, now)
 
     # -- journey definitions (memory_journeys) -------------------------------
     async def save_journey(

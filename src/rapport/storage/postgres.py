@@ -36,11 +36,13 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
+from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage import (
     postgres_journey_runs,
     postgres_journeys,
     postgres_memberships,
     postgres_scheduled,
+    postgres_templates,
 )
 from rapport.storage.base import (
     ApiKey,
@@ -680,6 +682,29 @@ class PostgresStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return await trait_definitions_revision(self._pool)
+
+    # -- template definitions (postgres_templates) ---------------------------
+    async def put_template(
+        self, draft: TemplateDraft, now: datetime, *, create_only: bool = False
+    ) -> TemplateDefinition:
+        return await postgres_templates.put_template(
+            self._pool, _LOCK_CLASS, draft, now, create_only
+        )
+
+    async def get_template(
+        self, workspace_id: str, template_id: str, version: int | None = None
+    ) -> TemplateDefinition | None:
+        return await postgres_templates.get_template(self._pool, workspace_id, template_id, version)
+
+    async def list_templates(self, workspace_id: str) -> list[TemplateDefinition]:
+        return await postgres_templates.list_templates(self._pool, workspace_id)
+
+    async def delete_template(
+        self, workspace_id: str, template_id: str, now: datetime
+    ) -> TemplateDefinition | None:
+        return await postgres_templates.delete_template(
+            self._pool, _LOCK_CLASS, workspace_id, template_id, now
+        )
 
     # -- journey definitions (postgres_journeys) -----------------------------
     async def save_journey(

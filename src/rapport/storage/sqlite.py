@@ -34,7 +34,8 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.segments import deleted_definition, next_definition
-from rapport.storage import sqlite_journey_runs, sqlite_journeys, sqlite_scheduled
+from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
+from rapport.storage import sqlite_journey_runs, sqlite_journeys, sqlite_scheduled, sqlite_templates
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -569,6 +570,31 @@ class SqliteStorage(Storage):
 
     async def computed_traits_revision(self) -> int:
         return await self._db.read(trait_definitions_revision)
+
+    # -- template definitions (sqlite_templates) -----------------------------
+    async def put_template(
+        self, draft: TemplateDraft, now: datetime, *, create_only: bool = False
+    ) -> TemplateDefinition:
+        return await self._db.write(
+            lambda conn: sqlite_templates.put_template(conn, draft, now, create_only)
+        )
+
+    async def get_template(
+        self, workspace_id: str, template_id: str, version: int | None = None
+    ) -> TemplateDefinition | None:
+        return await self._db.read(
+            lambda conn: sqlite_templates.get_template(conn, workspace_id, template_id, version)
+        )
+
+    async def list_templates(self, workspace_id: str) -> list[TemplateDefinition]:
+        return await self._db.read(lambda conn: sqlite_templates.list_templates(conn, workspace_id))
+
+    async def delete_template(
+        self, workspace_id: str, template_id: str, now: datetime
+    ) -> TemplateDefinition | None:
+        return await self._db.write(
+            lambda conn: sqlite_templates.delete_template(conn, workspace_id, template_id, now)
+        )
 
     # -- journey definitions (sqlite_journeys) -------------------------------
     async def save_journey(
