@@ -11,6 +11,10 @@ does not allow is 409 ``illegal_transition``. The reference is
 docs/journeys.md.
 
 ``GET /api/schemas/journey`` needs no key, like the condition schema.
+
+Runs are read back per journey: ``/metrics`` (per-step counters, totals and
+how many instances have each status now) and ``/instances`` (paged by
+instance id, each with its readable trace).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
@@ -37,11 +41,13 @@ from rapport.core.journeys import (
     JourneyAlreadyExists,
     JourneyNotFound,
     JourneyVersion,
+    describe,
     entry_version,
     journey_state,
     parse_document,
     parse_journey,
 )
+from rapport.core.journeys.instances import ENDED_STATUSES, LIVE_STATUSES, JourneyInstance
 from rapport.core.journeys.schema import SLUG_PATTERN
 from rapport.core.journeys.text import JSON, YAML
 from rapport.runtime.journey_admin import UnknownSegments, apply_action, save_definition
@@ -51,6 +57,8 @@ router = APIRouter(tags=["journeys"])
 
 _ENCODER = msgspec.json.Encoder()
 _SLUG = re.compile(SLUG_PATTERN)
+MAX_INSTANCES_PAGE = 500
+_INSTANCE_STATUSES = tuple(sorted(LIVE_STATUSES | ENDED_STATUSES))
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 _EXAMPLE: dict[str, Any] = {
@@ -338,3 +346,72 @@ async def journey_action(
     except InvalidJourney as exc:
         raise _invalid(exc) from None
     return _json(journey_body(versions, with_definition=True))
+
+
+async def _versions_or_404(request: Request, key: ApiKey, journey_id: str) -> None:
+    if not await get_rapport(request).storage.journey_versions(key.workspace_id, journey_id):
+        raise _not_found(journey_id)
+
+
+@router.get(
+    "/api/journeys/{journey_id}/metrics",
+    summary="A journey's counters per step, their totals, and its instances per status",
+)
+async def journey_metrics(
+    journey_id: str,
+    request: Request,
+    key: Annotated[ApiKey, Depends(require_secret_key)],
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """``steps``: step id -> metric -> count (of ``version``, or of all versions);
+    ``totals``: metric -> count over the steps; ``instances``: status -> count now."""
+    await _versions_or_404(request, key, journey_id)
+    storage = get_rapport(request).storage
+    metrics = await storage.journey_metrics(key.workspace_id, journey_id)
+    counts = await storage.journey_instance_counts(key.workspace_id, journey_id)
+    return _json(
+        {
+            "id": journey_id,
+            "version": version,
+            "steps": metrics.by_step(version),
+            "totals": metrics.totals(version),
+            "instances": counts,
+        }
+    )
+
+
+def instance_body(instance: JourneyInstance) -> dict[str, Any]:
+    """An instance as answered: its stored fields, the trace as readable lines."""
+    body: dict[str, Any] = msgspec.to_builtins(instance)
+    body.pop("trace_dropped", None)
+    body["trace"] = describe(instance)
+    return body
+
+
+@router.get("/api/journeys/{journey_id}/instances", summary="A journey's instances, by id")
+async def journey_instances(
+    journey_id: str,
+    request: Request,
+    key: Annotated[ApiKey, Depends(require_secret_key)],
+    limit: Annotated[int, Query(ge=1, le=MAX_INSTANCES_PAGE)] = 100,
+    after: str | None = None,
+    status: str | None = None,
+) -> Response:
+    """Paged by instance id: pass ``next_after`` as ``after``. ``status`` keeps one status."""
+    if status is not None and status not in _INSTANCE_STATUSES:
+        raise ApiError(
+            422,
+            "invalid_status",
+            f"status is one of {', '.join(_INSTANCE_STATUSES)}",
+            field="status",
+        )
+    await _versions_or_404(request, key, journey_id)
+    page = await get_rapport(request).storage.list_journey_instances(
+        key.workspace_id, journey_id, limit, after, status=status
+    )
+    return _json(
+        {
+            "instances": [instance_body(i) for i in page.instances],
+            "next_after": page.next_after,
+        }
+    )

@@ -61,6 +61,10 @@ finds the profile's timer overdue (the relay lagging) does the same
 re-evaluation first, so memberships are right as of each event. The
 events and rows a step writes for segments are made in ``segment_effects``.
 
+Journeys (``journey_effects``): after segments, each event is handed to
+the journey engine; instances, outbox messages, metrics and journey timers
+(``Journey Timer`` events, source ``rapport:journeys``) commit with the step.
+
 Failures:
 
 * an event whose processing raises is recorded as a rejection with code
@@ -126,6 +130,13 @@ from rapport.core.static_segments import (
 )
 from rapport.runtime.backfill import Backfiller
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
+from rapport.runtime.journey_effects import (
+    JOURNEY_EVENT_SOURCE,
+    JourneyRunner,
+    JourneyWork,
+    apply_update,
+    is_timer,
+)
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX as OUTBOX_KEY_PREFIX
 from rapport.runtime.segment_effects import SEGMENT_ENTERED as SEGMENT_ENTERED
@@ -173,6 +184,7 @@ class _Step:
     batch: ProcessingBatch
     failures: list[Rejection]
     states: dict[str, WorkspaceState]
+    journeys: JourneyWork
 
 
 class Processor:
@@ -208,6 +220,7 @@ class Processor:
         self._catalogs = SegmentCatalogs(storage)
         self._backfiller = Backfiller(storage, clock, self._catalogs)
         self._computed = ComputedTraitCatalogs(storage)
+        self._journeys = JourneyRunner(storage)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
@@ -360,7 +373,7 @@ class Processor:
             entries = await self._log.read(step.batch.offset, self.batch_size)
             if not entries:
                 return None
-            return await self._build_step(step.batch.offset, entries, step.states)
+            return await self._build_step(step.batch.offset, entries, step.states, step.journeys)
         except Exception as exc:  # the next run_once reads and builds again, and reports
             log.warning("processing.prepare_failed", after_offset=step.batch.offset, exc_info=exc)
             return None
@@ -461,11 +474,16 @@ class Processor:
         return True
 
     async def _build_step(
-        self, after: int, entries: Sequence[LogEntry], previous: dict[str, WorkspaceState]
+        self,
+        after: int,
+        entries: Sequence[LogEntry],
+        previous: dict[str, WorkspaceState],
+        previous_journeys: JourneyWork | None = None,
     ) -> _Step:
         """Process ``entries`` (read after ``after``) in memory.
 
-        ``previous`` is the working set of a step still committing, if any.
+        ``previous`` (and ``previous_journeys``) is the working set of a step
+        still committing, if any.
         """
         now = self._clock.now()
         failures: list[Rejection] = []
@@ -479,6 +497,7 @@ class Processor:
         states = await self._load_states(scanned, previous)
         catalogs = await self._catalogs.for_workspaces(states)
         computed = await self._computed.for_workspaces(states)
+        journeys = await self._journeys.prepare(states, now, previous_journeys)
 
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
@@ -496,6 +515,12 @@ class Processor:
             event = entry.event
             state = states[event.workspace_id]
             catalog = catalogs[event.workspace_id]
+            if is_timer(event):
+                try:  # a journey's wait is over (``journey_effects``)
+                    emitted.extend(journeys.on_timer(entry, state))
+                except Exception as exc:  # one bad event must not stop the others: recorded
+                    failures.append(self._failed(entry, exc))
+                continue
             if event.source == TIMER_EVENT_SOURCE:
                 try:
                     emitted.extend(
@@ -567,7 +592,9 @@ class Processor:
                 if resolution.attached:
                     profile = attach_identifiers(profile, resolution.attached, now)
                     moved.update(dict.fromkeys(resolution.attached, profile.id))
-                if event.source != SEGMENT_EVENT_SOURCE:
+                if event.source == JOURNEY_EVENT_SOURCE:
+                    profile = apply_update(profile, event, now)
+                elif event.source != SEGMENT_EVENT_SOURCE:
                     # A membership change is not the customer's activity: it
                     # must not move last_seen (which "not seen for 30 days"
                     # reads) nor count as one of the customer's events. It is
@@ -593,6 +620,9 @@ class Processor:
                 ]
                 for loser in losers:
                     membership_events.extend(_merged_away_events(entry, loser, profile.id, now))
+                decision = journeys.on_event(
+                    event.workspace_id, profile, event, [loser.id for loser in losers]
+                )
                 body = dump_json(event)
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(self._failed(entry, exc))
@@ -619,6 +649,8 @@ class Processor:
             merges.extend(resolution.merges)
             placed.append(_Placed(entry, profile.id, body))
             emitted.extend(membership_events)
+            if decision is not None:
+                emitted.extend(journeys.apply(decision))
             if resolution.refused:
                 _log_refusals(event, resolution.refused)
 
@@ -633,6 +665,7 @@ class Processor:
             for event in emitted
         ]
         batch.unscheduled = cancelled
+        journeys.fill(batch)
         for ws, state in states.items():
             known = {p: loaded[ws][p] for p in loaded[ws].keys() - refreshed}
             self._schedule_timers(state, catalogs[ws], known, batch, now, computed[ws])
@@ -657,7 +690,7 @@ class Processor:
                 (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
             )
             batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
-        return _Step(after, len(entries), batch, failures, states)
+        return _Step(after, len(entries), batch, failures, states, journeys)
 
     def _schedule_timers(
         self,
