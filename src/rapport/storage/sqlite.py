@@ -503,9 +503,12 @@ class SqliteStorage(Storage):
 
         def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
             # json_each keeps it one statement whatever the number of ids.
+            # INDEXED BY: without statistics SQLite would walk the workspace's
+            # whole timeline by its primary key instead of these profiles'.
             rows = conn.execute(
                 "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
                 " timestamp, received_at, body FROM profile_events"
+                " INDEXED BY profile_events_timeline"
                 " WHERE workspace_id = ? AND profile_id IN (SELECT value FROM json_each(?))"
                 " AND name IN (SELECT value FROM json_each(?)) AND timestamp >= ?"
                 " ORDER BY log_offset",

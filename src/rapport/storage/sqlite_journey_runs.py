@@ -66,15 +66,18 @@ _INSERT_MESSAGES = BulkInsert(
 )
 
 # Every live instance, and the latest ended one per (profile, journey, key).
+# INDEXED BY: without statistics (nothing runs ANALYZE) SQLite prefers the
+# primary key's workspace prefix, a scan of every instance of the workspace
+# per step: 67 ms with 100,000 instances instead of well under 1 ms.
 _LOAD_SQL = """
-SELECT doc FROM journey_instances
+SELECT doc FROM journey_instances INDEXED BY journey_instances_profile
 WHERE workspace_id = ? AND profile_id IN ({marks}) AND live = 1
 UNION ALL
 SELECT doc FROM (
     SELECT doc, row_number() OVER (
         PARTITION BY profile_id, journey_id, correlation_key ORDER BY ended_at DESC, id DESC
     ) AS rank
-    FROM journey_instances
+    FROM journey_instances INDEXED BY journey_instances_profile
     WHERE workspace_id = ? AND profile_id IN ({marks}) AND live = 0
 ) WHERE rank = 1
 """

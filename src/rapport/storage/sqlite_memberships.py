@@ -140,7 +140,9 @@ def read_history(
         return SegmentChangePage([], None)
     rows = conn.execute(
         "SELECT workspace_id, log_offset, profile_id, segment_id, version, entered, at"
-        " FROM segment_history WHERE workspace_id = ?"
+        # INDEXED BY: without statistics SQLite would walk the workspace's whole
+        # history by its primary key, newest first, until it found this profile's.
+        " FROM segment_history INDEXED BY segment_history_by_profile WHERE workspace_id = ?"
         " AND profile_id IN (SELECT value FROM json_each(?)) AND log_offset < ?"
         " ORDER BY log_offset DESC LIMIT ?",
         (
