@@ -16,12 +16,11 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
-from rapport.api.definitions import read_definition
+from rapport.api.definitions import json_response, read_definition_object
 from rapport.api.errors import ApiError
 from rapport.core.computed_traits import (
     AGGREGATE,
@@ -41,7 +40,6 @@ from rapport.storage.base import ApiKey
 
 router = APIRouter(prefix="/api/computed-traits", tags=["computed traits"])
 
-_ENCODER = msgspec.json.Encoder()
 _FIELDS = frozenset(("id", "description", "kind", "compute"))
 
 _EXAMPLE = {
@@ -77,10 +75,6 @@ def _definition_body(*, with_id: bool) -> dict[str, Any]:
             },
         }
     }
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
 
 
 def _time(value: datetime) -> str:
@@ -129,18 +123,7 @@ def _check_id(trait_id: str, field: str) -> None:
 
 
 async def _read_body(request: Request) -> dict[str, Any]:
-    body = await read_definition(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_computed_trait", "The body must be a JSON object")
-    for name in sorted(body):
-        if name not in _FIELDS:
-            raise ApiError(
-                422,
-                "unknown_field",
-                f"Unknown field {name!r}; a definition has {', '.join(sorted(_FIELDS))}",
-                field=name,
-            )
-    return body
+    return await read_definition_object(request, _FIELDS, "invalid_computed_trait")
 
 
 def _draft(workspace_id: str, trait_id: str, body: dict[str, Any]) -> ComputedTraitDraft:
@@ -210,7 +193,7 @@ async def create_computed_trait(
             f" PUT /api/computed-traits/{trait_id} updates it",
             field="id",
         ) from None
-    return _json(computed_trait_body(stored), 201)
+    return json_response(computed_trait_body(stored), 201)
 
 
 @router.put(
@@ -232,7 +215,7 @@ async def put_computed_trait(
     draft = _draft(key.workspace_id, trait_id, body)
     existed = await rapport.storage.get_computed_trait(key.workspace_id, trait_id) is not None
     stored = await rapport.storage.put_computed_trait(draft, rapport.clock.now())
-    return _json(computed_trait_body(stored), 200 if existed else 201)
+    return json_response(computed_trait_body(stored), 200 if existed else 201)
 
 
 @router.get("", summary="The workspace's computed traits, by name")
@@ -241,7 +224,7 @@ async def list_computed_traits(
 ) -> Response:
     rapport = get_rapport(request)
     definitions = await rapport.storage.list_computed_traits(key.workspace_id)
-    return _json({"computed_traits": [computed_trait_body(d) for d in definitions]})
+    return json_response({"computed_traits": [computed_trait_body(d) for d in definitions]})
 
 
 @router.get("/{trait_id}", summary="A computed trait (its latest version)")
@@ -252,7 +235,7 @@ async def get_computed_trait(
     found = await rapport.storage.get_computed_trait(key.workspace_id, trait_id)
     if found is None:
         raise _not_found(trait_id)
-    return _json(computed_trait_body(found))
+    return json_response(computed_trait_body(found))
 
 
 @router.delete("/{trait_id}", summary="Delete a computed trait")
@@ -270,7 +253,7 @@ async def delete_computed_trait(
     )
     if tombstone is None:
         raise _not_found(trait_id)
-    return _json(computed_trait_body(tombstone))
+    return json_response(computed_trait_body(tombstone))
 
 
 async def refuse_computed_traits(

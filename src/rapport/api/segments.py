@@ -26,12 +26,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
-from rapport.api.definitions import compile_or_422, read_definition
+from rapport.api.definitions import compile_or_422, json_response, read_definition_object
 from rapport.api.errors import ApiError
 from rapport.api.segment_uploads import UPLOAD_OPENAPI, accept_upload
 from rapport.core.backfill import BackfillJob
@@ -54,7 +53,6 @@ from rapport.storage.base import ApiKey
 
 router = APIRouter(prefix="/api/segments", tags=["segments"])
 
-_ENCODER = msgspec.json.Encoder()
 MAX_MEMBERS_PAGE = 1000
 MAX_CURSOR_LENGTH = 200
 _FIELDS = frozenset(("id", "name", "description", "kind", "condition"))
@@ -110,10 +108,6 @@ def _definition_body(*, with_id: bool) -> dict[str, Any]:
             },
         }
     }
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
 
 
 def _time(value: datetime) -> str:
@@ -189,18 +183,7 @@ def _check_id(segment_id: str, field: str) -> None:
 
 
 async def _read_body(request: Request) -> dict[str, Any]:
-    body = await read_definition(request)
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_segment", "The body must be a JSON object")
-    for name in sorted(body):
-        if name not in _FIELDS:
-            raise ApiError(
-                422,
-                "unknown_field",
-                f"Unknown field {name!r}; a definition has {', '.join(sorted(_FIELDS))}",
-                field=name,
-            )
-    return body
+    return await read_definition_object(request, _FIELDS, "invalid_segment")
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str:
@@ -340,7 +323,7 @@ async def create_segment(
             f"Segment {segment_id!r} already exists; PUT /api/segments/{segment_id} updates it",
             field="id",
         ) from None
-    return _json(await _with_size(rapport, stored), 201)
+    return json_response(await _with_size(rapport, stored), 201)
 
 
 @router.put(
@@ -362,7 +345,7 @@ async def put_segment(
     existing = await rapport.storage.get_segment(key.workspace_id, segment_id)
     draft = await _draft(rapport, key, segment_id, body, existing)
     stored = await rapport.storage.put_segment(draft, rapport.clock.now())
-    return _json(await _with_size(rapport, stored), 200 if existing is not None else 201)
+    return json_response(await _with_size(rapport, stored), 200 if existing is not None else 201)
 
 
 @router.get("", summary="The workspace's segment definitions, by id")
@@ -373,7 +356,8 @@ async def list_segments(
     definitions = await rapport.storage.list_segments(key.workspace_id)
     sizes = await rapport.storage.segment_sizes(key.workspace_id, [d.id for d in definitions])
     jobs = {d.id: await rapport.storage.get_backfill(key.workspace_id, d.id) for d in definitions}
-    return _json({"segments": [segment_body(d, sizes[d.id], jobs[d.id]) for d in definitions]})
+    answered = [segment_body(d, sizes[d.id], jobs[d.id]) for d in definitions]
+    return json_response({"segments": answered})
 
 
 @router.get("/{segment_id}", summary="A segment definition (its latest version)")
@@ -384,7 +368,7 @@ async def get_segment(
     found = await rapport.storage.get_segment(key.workspace_id, segment_id)
     if found is None:
         raise _not_found(segment_id)
-    return _json(await _with_size(rapport, found))
+    return json_response(await _with_size(rapport, found))
 
 
 @router.get(
@@ -417,7 +401,7 @@ async def list_members(
         key.workspace_id, segment_id, limit=limit, after=after
     )
     sizes = await rapport.storage.segment_sizes(key.workspace_id, [segment_id])
-    return _json(
+    return json_response(
         {
             "segment_id": segment_id,
             "version": found.version,
@@ -477,4 +461,4 @@ async def delete_segment(
     )
     if tombstone is None:
         raise _not_found(segment_id)
-    return _json(segment_body(tombstone))
+    return json_response(segment_body(tombstone))

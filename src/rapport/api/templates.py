@@ -22,12 +22,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from rapport.api.auth import get_rapport, require_secret_key
-from rapport.api.definitions import read_definition
+from rapport.api.definitions import json_response, read_definition
 from rapport.api.errors import ApiError
 from rapport.api.profiles import resolve_profile
 from rapport.core.templates import (
@@ -53,7 +52,6 @@ from rapport.storage.base import ApiKey
 
 router = APIRouter(prefix="/api/templates", tags=["templates"])
 
-_ENCODER = msgspec.json.Encoder()
 _PREVIEW_FIELDS = frozenset(("profile", "event", "journey", "offer", "version"))
 
 _S1_EXAMPLE: dict[str, Any] = {
@@ -99,10 +97,6 @@ def _definition_body(*, with_id: bool) -> dict[str, Any]:
             },
         }
     }
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
 
 
 def _time(value: datetime) -> str:
@@ -206,7 +200,7 @@ async def create_template(
             f"Template {template_id!r} already exists; PUT /api/templates/{template_id} updates it",
             field="id",
         ) from None
-    return _json(template_body(stored), 201)
+    return json_response(template_body(stored), 201)
 
 
 @router.put(
@@ -228,7 +222,7 @@ async def put_template(
     existing = await rapport.storage.get_template(key.workspace_id, template_id)
     now = rapport.clock.now()
     stored = await rapport.storage.put_template(_draft(key, template_id, body, now), now)
-    return _json(template_body(stored), 200 if existing is not None else 201)
+    return json_response(template_body(stored), 200 if existing is not None else 201)
 
 
 @router.get("", summary="The workspace's templates (latest version of each), by id")
@@ -237,7 +231,7 @@ async def list_templates(
 ) -> Response:
     rapport = get_rapport(request)
     definitions = await rapport.storage.list_templates(key.workspace_id)
-    return _json({"templates": [template_body(d) for d in definitions]})
+    return json_response({"templates": [template_body(d) for d in definitions]})
 
 
 @router.get("/{template_id}", summary="A template: its latest version, or the one asked for")
@@ -251,7 +245,7 @@ async def get_template(
     found = await rapport.storage.get_template(key.workspace_id, template_id, version)
     if found is None:
         raise _not_found(template_id)
-    return _json(template_body(found))
+    return json_response(template_body(found))
 
 
 @router.delete("/{template_id}", summary="Delete a template")
@@ -265,7 +259,7 @@ async def delete_template(
     )
     if tombstone is None:
         raise _not_found(template_id)
-    return _json(template_body(tombstone))
+    return json_response(template_body(tombstone))
 
 
 @router.post(
@@ -316,7 +310,7 @@ async def preview_template(
         )
     else:
         answer.update(status="failed", failure=result.as_json())
-    return _json(answer)
+    return json_response(answer)
 
 
 async def _profile(rapport: Rapport, key: ApiKey, ref: Any) -> dict[str, Any]:
