@@ -78,6 +78,61 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", str, "info", "Log level: debug, info, warning, error."),
     Setting("log_format", str, "console", "Log format: `console` or `json`."),
+    Setting(
+        "public_url",
+        str,
+        "http://127.0.0.1:8000",
+        "Base URL customers reach Rapport at: unsubscribe, preference, open-pixel and "
+        "click links in messages point here.",
+    ),
+    Setting(
+        "link_secret",
+        str,
+        "",
+        "Secret that signs unsubscribe, open and click links (HMAC-SHA256). Empty: one "
+        "is generated and kept in the data directory (`link_secret` file).",
+    ),
+    Setting("smtp_host", str, "", "SMTP server for email; empty disables the email channel."),
+    Setting("smtp_port", int, 587, "SMTP server port."),
+    Setting("smtp_username", str, "", "SMTP login (empty: no AUTH)."),
+    Setting("smtp_password", str, "", "SMTP password."),
+    Setting(
+        "smtp_tls",
+        str,
+        "starttls",
+        "`starttls` (upgrade when offered), `tls` (implicit TLS) or `none`.",
+    ),
+    Setting("email_from", str, "Rapport <rapport@localhost>", "From address of emails."),
+    Setting(
+        "sms_base_url",
+        str,
+        "",
+        "Base URL of a Twilio-compatible SMS REST API, e.g. `https://api.twilio.com`; "
+        "empty disables the SMS channel.",
+    ),
+    Setting("sms_account_sid", str, "", "Account SID for the SMS API (basic-auth user)."),
+    Setting("sms_auth_token", str, "", "Auth token for the SMS API (basic-auth password)."),
+    Setting("sms_from", str, "", "Sender number or id of SMS messages."),
+    Setting(
+        "push_gateway_url",
+        str,
+        "",
+        "URL messages for the push channel are POSTed to as JSON; empty disables push.",
+    ),
+    Setting("push_gateway_token", str, "", "Bearer token sent to the push gateway."),
+    Setting(
+        "webhook_secret",
+        str,
+        "",
+        "Secret that signs webhook bodies (HMAC-SHA256 over `timestamp.body`); empty: "
+        "webhooks are sent unsigned.",
+    ),
+    Setting(
+        "sender",
+        str,
+        "on",
+        "`on`: this process delivers pending messages; `off`: it leaves them to another.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -102,6 +157,22 @@ class Settings:
     processing: str
     log_level: str
     log_format: str
+    public_url: str
+    link_secret: str
+    smtp_host: str
+    smtp_port: int
+    smtp_username: str
+    smtp_password: str
+    smtp_tls: str
+    email_from: str
+    sms_base_url: str
+    sms_account_sid: str
+    sms_auth_token: str
+    sms_from: str
+    push_gateway_url: str
+    push_gateway_token: str
+    webhook_secret: str
+    sender: str
 
     @property
     def is_postgres(self) -> bool:

@@ -1,0 +1,1 @@
+"""Channels: the ways Rapport reaches a customer (see ``rapport.channels.base``)."""
