@@ -33,9 +33,13 @@ import msgspec
 
 from rapport.core.journeys.effects import MetricIncrement, SendEffect, WebhookEffect
 from rapport.core.journeys.instances import JourneyInstance
+from rapport.core.policy.checks import GateVerdict
 
-OutboxStatus = Literal["pending", "sent", "failed"]
-OUTBOX_STATUSES: frozenset[str] = frozenset(("pending", "sent", "failed"))
+OutboxStatus = Literal["pending", "sent", "failed", "dropped", "dead"]
+"""``pending``: waiting for a sender (or, with ``verdict.not_before``, for quiet hours
+to end); ``sent``; ``failed``; ``dropped``: the policy gate said no (``verdict``
+says why); ``dead``: retries exhausted or a permanent error (the dead-letter list)."""
+OUTBOX_STATUSES: frozenset[str] = frozenset(("pending", "sent", "failed", "dropped", "dead"))
 
 CounterKey = tuple[str, str, int, str, str]
 """``(workspace_id, journey_id, version, step_id, metric)``."""
@@ -59,6 +63,8 @@ class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
     """When the status last changed (None while pending)."""
     error: str | None = None
     """Why it failed, for a ``failed`` message."""
+    verdict: GateVerdict | None = None
+    """The policy gate's decision and every check it made (None: not gated, a webhook)."""
 
 
 class InstancePage(msgspec.Struct, frozen=True):

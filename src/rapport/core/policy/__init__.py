@@ -1,0 +1,1 @@
+"""The policy gate: every outbound message passes it, and it records why."""
