@@ -163,3 +163,41 @@ async def test_a_windowed_trait_decays_on_its_timer_and_segments_reading_it_foll
         if e.event.event == "Segment Exited" and e.event.properties["segment_id"] == "recent-buyer"
     ]
     assert len(exited) == 1
+
+
+async def test_merging_two_profiles_adds_up_their_computed_traits() -> None:
+    h = Harness()
+    await h.compute("lifetime_revenue", REVENUE)
+    await h.send("Order Completed", revenue=40)  # signed in as dana
+    now = h.clock.now()
+
+    def event(n: str, **fields: Any) -> Event:
+        return Event(
+            workspace_id=WS,
+            message_id=n,
+            timestamp=now,
+            received_at=now,
+            source="write_key:k1",
+            **fields,
+        )
+
+    # Anonymous on another device: a second order, a second profile.
+    await h.log.append(
+        [
+            event(
+                "anon-order",
+                type="track",
+                event="Order Completed",
+                anonymous_id="laptop",
+                properties={"revenue": 2},
+            )
+        ]
+    )
+    while await h.processor.run_once():
+        pass
+    assert traits(await h.profile())["lifetime_revenue"] == 40
+    # She signs in on the laptop: one customer, both orders.
+    await h.log.append([event("login", type="identify", user_id="dana", anonymous_id="laptop")])
+    while await h.processor.run_once():
+        pass
+    assert traits(await h.profile())["lifetime_revenue"] == 42

@@ -93,7 +93,11 @@ import structlog
 from rapport.core.aggregate_states import merge_aggregate_states
 from rapport.core.backfill import BackfillJob
 from rapport.core.clock import Clock
-from rapport.core.computed_traits import ComputedTraitCatalog, apply_computed_traits
+from rapport.core.computed_traits import (
+    ComputedTraitCatalog,
+    apply_computed_traits,
+    merge_computed_traits,
+)
 from rapport.core.conditions.instants import to_micros
 from rapport.core.identity import (
     EventClaims,
@@ -587,6 +591,9 @@ class Processor:
                         merge_profiles(profile, loser, now),
                         loser,
                         to_micros(now),
+                    )
+                    profile = merge_computed_traits(
+                        computed[event.workspace_id], profile, loser, now
                     )
                     moved.update(dict.fromkeys(loser.identifiers, profile.id))
                 if resolution.attached:

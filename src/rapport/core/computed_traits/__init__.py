@@ -35,6 +35,7 @@ from rapport.core.computed_traits.engagement import Engagement, EngagementSpec, 
 from rapport.core.computed_traits.update import (
     apply_computed_traits,
     is_customer_event,
+    merge_computed_traits,
     refresh_computed_traits,
 )
 from rapport.core.computed_traits.validate import InvalidComputedTrait, validate_compute
@@ -63,6 +64,7 @@ __all__ = [
     "is_computed_state_id",
     "is_customer_event",
     "is_trait_id",
+    "merge_computed_traits",
     "next_computed_trait",
     "refresh_computed_traits",
     "validate_compute",

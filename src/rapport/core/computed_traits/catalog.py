@@ -80,6 +80,10 @@ class Computation(abc.ABC):
     def value(self, state: Any, now: int) -> Any:
         """The trait's value at ``now``."""
 
+    @abc.abstractmethod
+    def merge(self, a: Any, b: Any, now: int) -> Any:
+        """The state of the union of the events ``a`` and ``b`` counted, expired to ``now``."""
+
 
 class AggregateComputation(Computation):
     """An aggregate of the condition language; keyed aggregates give ``{key: value}``."""
@@ -123,6 +127,9 @@ class AggregateComputation(Computation):
             return dict(sorted(values.items()))
         return values.get("", self._empty)
 
+    def merge(self, a: AggregateState, b: AggregateState, now: int) -> AggregateState:
+        return self.aggregator.merge_micros(a, b, now)
+
 
 class EngagementComputation(Computation):
     _decode = msgspec.json.Decoder(EngagementState).decode
@@ -161,6 +168,9 @@ class EngagementComputation(Computation):
 
     def value(self, state: EngagementState, now: int) -> int:
         return self.engagement.score(state, now)
+
+    def merge(self, a: EngagementState, b: EngagementState, now: int) -> EngagementState:
+        return self.engagement.merge(a, b, now)
 
 
 def compile_computed_trait(definition: ComputedTraitDefinition) -> Computation:

@@ -177,6 +177,26 @@ class Engagement:
             {k: t for k, t in state.actions.items() if t > cutoff},
         )
 
+    def merge(self, a: EngagementState, b: EngagementState, now: int) -> EngagementState:
+        """The state of the union of both activity histories, expired to ``now``.
+
+        Per period, day and core action the newest time wins; the periods and
+        days kept are the newest ``units_kept`` / ``days_target``, as
+        ``observe`` keeps them.
+        """
+        a, b = self.expire(a, now), self.expire(b, now)
+        if b.next_expiry is None:
+            return a
+        if a.next_expiry is None:
+            return b
+        units = _newest_marks(a.units, b.units, self.spec.units_kept)
+        days = _newest_marks(a.days, b.days, self.spec.days_target)
+        actions = dict(a.actions)
+        for name, at in b.actions.items():
+            if actions.get(name, at - 1) < at:
+                actions[name] = at
+        return self._state(units, days, actions)
+
     def _state(
         self, units: dict[int, int], days: dict[int, int], actions: dict[str, int]
     ) -> EngagementState:
@@ -203,6 +223,18 @@ def engagement_score(spec: EngagementSpec, units: int, days: int, done: int) -> 
     total = w_active + w_days + w_actions
     mixed = (w_active * active + w_days * visit + w_actions * actions) / total
     return max(0, min(100, math.floor(100 * mixed + 0.5)))
+
+
+def _newest_marks(a: dict[int, int], b: dict[int, int], keep: int) -> dict[int, int]:
+    """The union of two mark maps (newest time per index), keeping the ``keep`` newest indexes."""
+    merged = dict(a)
+    for index, at in b.items():
+        if merged.get(index, at - 1) < at:
+            merged[index] = at
+    if len(merged) > keep:
+        kept = sorted(merged, reverse=True)[:keep]
+        merged = {index: merged[index] for index in sorted(kept)}
+    return merged
 
 
 def _with_mark(marks: dict[int, int], index: int, at: int, keep: int) -> dict[int, int]:

@@ -90,6 +90,32 @@ def refresh_computed_traits(
     return update.result(now, now, None)
 
 
+def merge_computed_traits(
+    catalog: ComputedTraitCatalog, winner: Profile, loser: Profile, now: datetime
+) -> Profile:
+    """``winner`` (already merged with ``loser``) with computed traits over both histories.
+
+    Each computation's state becomes the union of the two profiles' states
+    (``Computation.merge``): lifetime revenue adds up, the last order is the
+    later one, views by product count both devices. The traits are rewritten
+    from the merged states, observed at ``now``, and what aged out by ``now``
+    is expired, as at an event.
+    """
+    if not catalog:
+        return _without_states(winner)
+    update = _Update(catalog, winner, to_micros(now))
+    for state_id, raw in loser.aggregates.items():
+        computation = catalog.by_state.get(state_id)
+        if computation is None:
+            continue
+        before = update.state(computation)
+        merged = computation.merge(before, computation.decode(raw), update.now)
+        update.touched[state_id] = computation
+        update._set(computation, before, merged)
+    update.expire_due()
+    return update.result(now, now, None)
+
+
 def _without_states(profile: Profile) -> Profile:
     """``profile`` without computed-trait states: the workspace defines none (any more)."""
     stored = profile.aggregates
