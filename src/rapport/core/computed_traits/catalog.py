@@ -24,6 +24,7 @@ from rapport.core.computed_traits.definitions import (
     AGGREGATE,
     ENGAGEMENT_SCORE,
     STATE_PREFIX,
+    USUAL_TIME,
     ComputedTraitDefinition,
 )
 from rapport.core.computed_traits.engagement import (
@@ -31,6 +32,7 @@ from rapport.core.computed_traits.engagement import (
     EngagementState,
     engagement_spec,
 )
+from rapport.core.computed_traits.usual_time import UsualTime, UsualTimeState, usual_time_spec
 from rapport.core.computed_traits.validate import InvalidComputedTrait, validate_compute
 from rapport.core.conditions import AggregateState, Aggregator, aggregate_spec
 from rapport.core.conditions.aggregates import empty_value
@@ -173,6 +175,48 @@ class EngagementComputation(Computation):
         return self.engagement.merge(a, b, now)
 
 
+class UsualTimeComputation(Computation):
+    _decode = msgspec.json.Decoder(UsualTimeState).decode
+    _encode = msgspec.json.Encoder().encode
+
+    def __init__(self, usual: UsualTime, traits: tuple[str, ...]) -> None:
+        self.usual = usual
+        spec = usual.spec
+        self.state_id = spec.id
+        self.windowed = True
+        self.traits = traits
+        self.every_track = spec.events is None
+        self.events = frozenset(spec.events or ())
+        self.pages = spec.pages
+
+    def decode(self, raw: bytes) -> UsualTimeState:
+        return self._decode(raw)
+
+    def encode(self, state: UsualTimeState) -> bytes:
+        return self._encode(state)
+
+    def empty(self) -> UsualTimeState:
+        return UsualTimeState()
+
+    def is_empty(self, state: UsualTimeState) -> bool:
+        return not state.samples
+
+    def observe(self, state: UsualTimeState, event: Event, at: int, now: int) -> UsualTimeState:
+        return self.usual.observe(state, event, at, now)
+
+    def expire(self, state: UsualTimeState, now: int) -> UsualTimeState:
+        return self.usual.expire(state, now)
+
+    def next_expiry(self, state: UsualTimeState) -> int | None:
+        return state.next_expiry
+
+    def value(self, state: UsualTimeState, now: int) -> str | None:
+        return self.usual.value(state, now)
+
+    def merge(self, a: UsualTimeState, b: UsualTimeState, now: int) -> UsualTimeState:
+        return self.usual.merge(a, b, now)
+
+
 def compile_computed_trait(definition: ComputedTraitDefinition) -> Computation:
     """The computation of one definition; raises ``InvalidComputedTrait`` listing every error."""
     errors = validate_compute(definition.kind, definition.compute)
@@ -181,6 +225,10 @@ def compile_computed_trait(definition: ComputedTraitDefinition) -> Computation:
     if definition.kind == AGGREGATE:
         spec = aggregate_spec(definition.compute)
         return AggregateComputation(Aggregator(spec), (definition.id,))
+    if definition.kind == USUAL_TIME:
+        return UsualTimeComputation(
+            UsualTime(usual_time_spec(definition.compute)), (definition.id,)
+        )
     assert definition.kind == ENGAGEMENT_SCORE
     return EngagementComputation(Engagement(engagement_spec(definition.compute)), (definition.id,))
 

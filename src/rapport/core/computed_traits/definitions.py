@@ -34,7 +34,8 @@ MAX_DESCRIPTION_LENGTH: Final = 2000
 
 AGGREGATE: Final = "aggregate"
 ENGAGEMENT_SCORE: Final = "engagement_score"
-KINDS: Final = (AGGREGATE, ENGAGEMENT_SCORE)
+USUAL_TIME: Final = "usual_time"
+KINDS: Final = (AGGREGATE, ENGAGEMENT_SCORE, USUAL_TIME)
 
 RESERVED_NAMES: Final = frozenset(("first_seen", "last_seen", "event_count"))
 """Profile fields the core already keeps for every customer event (``core.profiles``).

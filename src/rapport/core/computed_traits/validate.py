@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rapport.core.computed_traits.definitions import AGGREGATE, ENGAGEMENT_SCORE
+from rapport.core.computed_traits import usual_time
+from rapport.core.computed_traits.definitions import AGGREGATE, ENGAGEMENT_SCORE, USUAL_TIME
 from rapport.core.computed_traits.engagement import (
     COMPONENTS,
     DAY_US,
@@ -65,6 +67,8 @@ def validate_compute(kind: str, compute: Any) -> list[ConditionError]:
         return _aggregate(compute)
     if kind == ENGAGEMENT_SCORE:
         return _Engagement(compute).errors
+    if kind == USUAL_TIME:
+        return _usual_time(compute)
     raise ValueError(f"unknown computed trait kind {kind!r}")
 
 
@@ -211,3 +215,60 @@ class _Engagement:
                 path,
                 f"missing field {what!r}: the core action events (or give weights.core_actions 0)",
             )
+
+
+USUAL_TIME_FIELDS: Final = ("events", "pages", "window", "bucket", "time_zone")
+
+
+def _usual_time(compute: dict[str, Any]) -> list[ConditionError]:
+    errors = _unknown(compute, "$", USUAL_TIME_FIELDS)
+    for name, default in (
+        ("window", usual_time.DEFAULT_WINDOW),
+        ("bucket", usual_time.DEFAULT_BUCKET),
+    ):
+        value = compute.get(name, default)
+        if not isinstance(value, str) or not is_duration(value):
+            errors.append(ConditionError(child_path("$", name), _DURATION_HINT))
+    bucket = compute.get("bucket", usual_time.DEFAULT_BUCKET)
+    if isinstance(bucket, str) and is_duration(bucket):
+        micros = parse_duration(bucket)
+        minutes = micros // usual_time.MINUTE_US
+        if micros % usual_time.MINUTE_US or minutes < 1 or usual_time.DAY_MINUTES % minutes:
+            errors.append(
+                ConditionError(
+                    "$.bucket", "must be whole minutes that divide a day (15m, 30m, 1h, 2h...)"
+                )
+            )
+    pages = compute.get("pages", True)
+    if not isinstance(pages, bool):
+        errors.append(ConditionError("$.pages", "must be true or false"))
+    if "events" in compute:
+        events = compute["events"]
+        if not isinstance(events, list):
+            errors.append(ConditionError("$.events", "must be an array of event names"))
+        else:
+            if len(events) > usual_time.MAX_EVENTS:
+                errors.append(
+                    ConditionError("$.events", f"at most {usual_time.MAX_EVENTS} event names")
+                )
+            for index, name in enumerate(events):
+                if not isinstance(name, str) or not name:
+                    errors.append(
+                        ConditionError(child_path("$.events", index), "must be a non-empty string")
+                    )
+            if not events and pages is False:
+                errors.append(ConditionError("$", "nothing would count as activity"))
+    zone = compute.get("time_zone", "UTC")
+    if not isinstance(zone, str) or not _is_zone(zone):
+        errors.append(
+            ConditionError("$.time_zone", "must be an IANA time zone name such as 'Europe/Paris'")
+        )
+    return errors
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
