@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rapport.core.consent_gate import ConsentRules, check_rules
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -128,6 +130,22 @@ SETTINGS: tuple[Setting, ...] = (
         "webhooks are sent unsigned.",
     ),
     Setting(
+        "consent_required_events",
+        str,
+        "",
+        "Track events kept only with a consent in the event's own "
+        "`context.consent.categoryPreferences`, as `Event Name=category` pairs, e.g. "
+        "`Geofence Entered=location`. Without it the event is refused (`consent_required`) "
+        "and stored nowhere.",
+    ),
+    Setting(
+        "consent_required_fields",
+        str,
+        "",
+        "Fields removed from events that do not carry a consent, as `path=category` pairs, "
+        "e.g. `context.location=location,context.ip=analytics`.",
+    ),
+    Setting(
         "sender",
         str,
         "on",
@@ -172,6 +190,8 @@ class Settings:
     push_gateway_url: str
     push_gateway_token: str
     webhook_secret: str
+    consent_required_events: str
+    consent_required_fields: str
     sender: str
 
     @property
@@ -189,6 +209,17 @@ class Settings:
 
     def identifier_cap_map(self) -> dict[str, int]:
         return _pairs("identifier_caps", self.identifier_caps, int)
+
+    def consent_rules(self) -> ConsentRules:
+        rules = ConsentRules(
+            events=_pairs("consent_required_events", self.consent_required_events, str),
+            fields=_pairs("consent_required_fields", self.consent_required_fields, str),
+        )
+        try:
+            check_rules(rules)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        return rules
 
 
 class SettingsError(ValueError):
@@ -257,6 +288,7 @@ def load_settings(
     # Validate the structured ones early so a typo fails at start-up.
     settings.identifier_trait_map()
     settings.identifier_cap_map()
+    settings.consent_rules()
     if settings.processing not in {"inline", "off"}:
         raise SettingsError("processing: expected inline or off")
     if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

@@ -13,6 +13,7 @@ only once the event log has made the accepted events durable.
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections import Counter
@@ -33,10 +34,12 @@ from rapport.api.ingest_docs import (
     SINGLE_BODIES,
 )
 from rapport.api.ingest_priority import IngestActivity
+from rapport.core.consent_gate import ConsentRules, apply_consent_rules
 from rapport.core.model import Rejection
 from rapport.core.tracking import (
     IngestRequest,
     Limits,
+    Normalised,
     RequestRejected,
     bounded_payload,
     decode_batch,
@@ -44,6 +47,7 @@ from rapport.core.tracking import (
     normalise,
 )
 from rapport.runtime.service import Rapport
+from rapport.settings import Settings
 from rapport.storage.base import ApiKey
 
 router = APIRouter(tags=["ingest"])
@@ -241,6 +245,9 @@ async def _accept(
         ids=rapport.ids,
         limits=limits,
     )
+    rules = consent_rules_of(rapport)
+    if rules and result.events:
+        result = _withhold_unconsented(result, rules, decoded.is_batch)
     accepted = duplicates = 0
     if result.events:
         # Accepted means durable: nothing is answered before the append returns.
@@ -276,6 +283,32 @@ async def _accept(
 
 
 _event_type = attrgetter("type")
+
+
+def consent_rules_of(rapport: Rapport) -> ConsentRules:
+    return _consent_rules(rapport.settings)
+
+
+@functools.lru_cache(maxsize=4)
+def _consent_rules(settings: Settings) -> ConsentRules:
+    return settings.consent_rules()  # parsed once per settings, not per request
+
+
+def _withhold_unconsented(result: Normalised, rules: ConsentRules, batch: bool) -> Normalised:
+    """``result`` without what needs a consent the events do not carry (core.consent_gate)."""
+    indexes: list[int] | None = None
+    if batch:
+        refused = {r.index for r in result.rejections}
+        positions = (i for i in range(len(result.events) + len(refused)) if i not in refused)
+        indexes = [next(positions) for _ in result.events]
+    kept, rejections = apply_consent_rules(result.events, rules, indexes=indexes)
+    if not rejections and kept is result.events:
+        return result
+    return Normalised(kept, sorted([*result.rejections, *rejections], key=_by_index))
+
+
+def _by_index(rejection: Rejection) -> int:
+    return -1 if rejection.index is None else rejection.index
 
 
 def _rejection_body(rejection: Rejection) -> dict[str, Any]:
