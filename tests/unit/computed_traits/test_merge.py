@@ -44,7 +44,10 @@ def test_merged_traits_equal_one_profile_fed_both_streams(
     arrivals: list[Arrival] = []
     for seq, (advance, offset, kind, value) in enumerate(steps):
         now += timedelta(minutes=advance)
-        arrival = Arrival(seq, now, now + timedelta(minutes=offset), kind, value)
+        # Distinct event times: which of two events at the same microsecond on
+        # two devices came "last" is not something a merge can know.
+        at = now + timedelta(minutes=offset, microseconds=seq)
+        arrival = Arrival(seq, now, at, kind, value)
         arrivals.append(arrival)
         if sides[seq]:
             phone = _DECODE(_ENCODE(step(BUILT, phone, event_of(arrival), now)))

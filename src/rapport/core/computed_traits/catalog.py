@@ -24,6 +24,7 @@ from rapport.core.computed_traits.definitions import (
     AGGREGATE,
     ENGAGEMENT_SCORE,
     STATE_PREFIX,
+    TYPICAL_LEAD,
     USUAL_TIME,
     ComputedTraitDefinition,
 )
@@ -31,6 +32,11 @@ from rapport.core.computed_traits.engagement import (
     Engagement,
     EngagementState,
     engagement_spec,
+)
+from rapport.core.computed_traits.typical_lead import (
+    TypicalLead,
+    TypicalLeadState,
+    typical_lead_spec,
 )
 from rapport.core.computed_traits.usual_time import UsualTime, UsualTimeState, usual_time_spec
 from rapport.core.computed_traits.validate import InvalidComputedTrait, validate_compute
@@ -217,6 +223,45 @@ class UsualTimeComputation(Computation):
         return self.usual.merge(a, b, now)
 
 
+class TypicalLeadComputation(Computation):
+    _decode = msgspec.json.Decoder(TypicalLeadState).decode
+    _encode = msgspec.json.Encoder().encode
+
+    def __init__(self, lead: TypicalLead, traits: tuple[str, ...]) -> None:
+        self.lead = lead
+        self.state_id = lead.spec.id
+        self.windowed = True
+        self.traits = traits
+        self.events = frozenset((lead.spec.event,))
+
+    def decode(self, raw: bytes) -> TypicalLeadState:
+        return self._decode(raw)
+
+    def encode(self, state: TypicalLeadState) -> bytes:
+        return self._encode(state)
+
+    def empty(self) -> TypicalLeadState:
+        return TypicalLeadState()
+
+    def is_empty(self, state: TypicalLeadState) -> bool:
+        return not state.samples
+
+    def observe(self, state: TypicalLeadState, event: Event, at: int, now: int) -> TypicalLeadState:
+        return self.lead.observe(state, event, at, now)
+
+    def expire(self, state: TypicalLeadState, now: int) -> TypicalLeadState:
+        return self.lead.expire(state, now)
+
+    def next_expiry(self, state: TypicalLeadState) -> int | None:
+        return state.next_expiry
+
+    def value(self, state: TypicalLeadState, now: int) -> str | None:
+        return self.lead.value(state, now)
+
+    def merge(self, a: TypicalLeadState, b: TypicalLeadState, now: int) -> TypicalLeadState:
+        return self.lead.merge(a, b, now)
+
+
 def compile_computed_trait(definition: ComputedTraitDefinition) -> Computation:
     """The computation of one definition; raises ``InvalidComputedTrait`` listing every error."""
     errors = validate_compute(definition.kind, definition.compute)
@@ -225,6 +270,9 @@ def compile_computed_trait(definition: ComputedTraitDefinition) -> Computation:
     if definition.kind == AGGREGATE:
         spec = aggregate_spec(definition.compute)
         return AggregateComputation(Aggregator(spec), (definition.id,))
+    if definition.kind == TYPICAL_LEAD:
+        lead = TypicalLead(typical_lead_spec(definition.compute))
+        return TypicalLeadComputation(lead, (definition.id,))
     if definition.kind == USUAL_TIME:
         return UsualTimeComputation(
             UsualTime(usual_time_spec(definition.compute)), (definition.id,)

@@ -35,7 +35,8 @@ MAX_DESCRIPTION_LENGTH: Final = 2000
 AGGREGATE: Final = "aggregate"
 ENGAGEMENT_SCORE: Final = "engagement_score"
 USUAL_TIME: Final = "usual_time"
-KINDS: Final = (AGGREGATE, ENGAGEMENT_SCORE, USUAL_TIME)
+TYPICAL_LEAD: Final = "typical_lead"
+KINDS: Final = (AGGREGATE, ENGAGEMENT_SCORE, USUAL_TIME, TYPICAL_LEAD)
 
 RESERVED_NAMES: Final = frozenset(("first_seen", "last_seen", "event_count"))
 """Profile fields the core already keeps for every customer event (``core.profiles``).

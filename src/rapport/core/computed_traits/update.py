@@ -40,12 +40,15 @@ from rapport.core.profiles import person_traits
 
 INTERNAL_SOURCE_PREFIX = "rapport:"
 """Events the engine emits itself (segment changes, timers...) are not customer activity."""
+REACTION_SOURCE = "rapport:channels"
+"""Except the customer's reactions to messages (opens, clicks, unsubscribes): hers."""
 
 _encode_due = msgspec.json.Encoder().encode
 
 
 def is_customer_event(event: Event) -> bool:
-    return not event.source.startswith(INTERNAL_SOURCE_PREFIX)
+    source = event.source
+    return not source.startswith(INTERNAL_SOURCE_PREFIX) or source == REACTION_SOURCE
 
 
 def apply_computed_traits(

@@ -14,8 +14,13 @@ from collections.abc import Callable
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rapport.core.computed_traits import usual_time
-from rapport.core.computed_traits.definitions import AGGREGATE, ENGAGEMENT_SCORE, USUAL_TIME
+from rapport.core.computed_traits import typical_lead, usual_time
+from rapport.core.computed_traits.definitions import (
+    AGGREGATE,
+    ENGAGEMENT_SCORE,
+    TYPICAL_LEAD,
+    USUAL_TIME,
+)
 from rapport.core.computed_traits.engagement import (
     COMPONENTS,
     DAY_US,
@@ -69,6 +74,8 @@ def validate_compute(kind: str, compute: Any) -> list[ConditionError]:
         return _Engagement(compute).errors
     if kind == USUAL_TIME:
         return _usual_time(compute)
+    if kind == TYPICAL_LEAD:
+        return _typical_lead(compute)
     raise ValueError(f"unknown computed trait kind {kind!r}")
 
 
@@ -272,3 +279,50 @@ def _is_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+TYPICAL_LEAD_FIELDS: Final = ("event", "where", "reference", "window", "round", "keep")
+
+
+def _typical_lead(compute: dict[str, Any]) -> list[ConditionError]:
+    errors = _unknown(compute, "$", TYPICAL_LEAD_FIELDS)
+    for name, what in (
+        ("event", "the reaction event"),
+        ("reference", "the field holding the moment"),
+    ):
+        if name not in compute:
+            errors.append(ConditionError("$", f"missing field {name!r}: {what}"))
+    if "event" in compute:
+        # The event part of a condition checks ``event`` and ``where`` exactly as aggregates do.
+        node = {"event": compute["event"], "op": "exists"}
+        if "where" in compute:
+            node["where"] = compute["where"]
+        errors += validate_condition(node)
+    reference = compute.get("reference")
+    if "reference" in compute and (
+        not isinstance(reference, str)
+        or not reference.startswith(("properties.", "context."))
+        or reference.endswith(".")
+    ):
+        errors.append(
+            ConditionError(
+                "$.reference", "must be an event field path such as 'properties.appointment_at'"
+            )
+        )
+    for name, default in (
+        ("window", typical_lead.DEFAULT_WINDOW),
+        ("round", typical_lead.DEFAULT_ROUND),
+    ):
+        value = compute.get(name, default)
+        if not isinstance(value, str) or not is_duration(value):
+            errors.append(ConditionError(child_path("$", name), _DURATION_HINT))
+    keep = compute.get("keep", typical_lead.DEFAULT_KEEP)
+    if (
+        isinstance(keep, bool)
+        or not isinstance(keep, int)
+        or not 1 <= keep <= typical_lead.MAX_KEEP
+    ):
+        errors.append(
+            ConditionError("$.keep", f"must be a whole number from 1 to {typical_lead.MAX_KEEP}")
+        )
+    return errors
