@@ -20,6 +20,7 @@ from rapport.api.computed_traits import router as computed_traits_router
 from rapport.api.errors import install_error_handlers
 from rapport.api.ingest_priority import IngestActivity
 from rapport.api.journeys import router as journeys_router
+from rapport.api.message_links import router as message_links_router
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
 
@@ -144,6 +145,7 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.include_router(computed_traits_router)
     app.include_router(journeys_router)
     app.include_router(templates.router)
+    app.include_router(message_links_router)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> Response:

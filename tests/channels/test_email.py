@@ -1,0 +1,287 @@
+"""The email channel against a real SMTP server (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import warnings
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from rapport.channels.base import OutgoingMessage, PermanentDeliveryError, TransientDeliveryError
+from rapport.channels.email import EmailChannel, message_id
+from rapport.channels.links import LinkSigner, message_links
+from tests.channels.conftest import MailSink, SmtpServer
+
+PUBLIC = "https://rapport.example.com"
+HTML = """<html><body>
+<p>Hello Dana, <a href="https://shop.example.com/shoes?a=1&amp;b=2">new shoes</a>.</p>
+<p><a class="x" href='http://shop.example.com/plain'>plain</a>
+<a href="mailto:help@example.com">mail us</a> <a href="#top">top</a>
+<A HREF=https://shop.example.com/bare>bare</A>
+<a href="{unsubscribe}">unsubscribe</a></p>
+<link href="https://cdn.example.com/style.css" rel="stylesheet">
+</body></html>"""
+
+
+def channel(server: SmtpServer, signer: LinkSigner, **kwargs: object) -> EmailChannel:
+    return EmailChannel(
+        "127.0.0.1",
+        server.port,
+        sender="Shop <news@shop.example.com>",
+        signer=signer,
+        tls="none",
+        timeout=5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def outgoing(
+    signer: LinkSigner, key: str = "msg-1", to: str = "dana@example.com", **kwargs: object
+) -> OutgoingMessage:
+    links = message_links(
+        signer,
+        PUBLIC,
+        workspace_id="ws_1",
+        profile_id="prof_1",
+        idempotency_key=key,
+        channel="email",
+        topic="news",
+    )
+    fields: dict[str, object] = {
+        "idempotency_key": key,
+        "workspace_id": "ws_1",
+        "profile_id": "prof_1",
+        "channel": "email",
+        "to": to,
+        "topic": "news",
+        "content": {
+            "subject": "Shoes for you",
+            "text": "Hello Dana, new shoes: https://shop.example.com/shoes",
+            "html": HTML.format(unsubscribe=links["unsubscribe"]),
+        },
+        "links": links,
+        "headers": {"X-Campaign": "autumn", "Subject": "must not override"},
+    }
+    fields.update(kwargs)
+    return OutgoingMessage(**fields)  # type: ignore[arg-type]
+
+
+def parts(mail: EmailMessage) -> tuple[str, str]:
+    text = mail.get_body(("plain",))
+    html = mail.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+def hrefs(html: str) -> list[str]:
+    return re.findall(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", html, re.I)
+
+
+async def test_headers_parts_tracked_links_and_pixel(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    message = outgoing(signer)
+    try:
+        result = await email.send(message)
+    finally:
+        await email.close()
+
+    [received] = smtp_server.sink.received
+    assert received.mail_from == "news@shop.example.com"
+    assert received.rcpt_tos == ["dana@example.com"]
+    mail = received.message
+    assert mail["From"] == "Shop <news@shop.example.com>"
+    assert mail["To"] == "dana@example.com"
+    assert mail["Subject"] == "Shoes for you"
+    assert mail["X-Campaign"] == "autumn"
+    assert mail["Message-ID"] == message_id("msg-1", "shop.example.com")
+    assert result.provider_message_id == mail["Message-ID"]
+    assert result.detail is not None and "queued as q1" in result.detail
+    assert mail["List-Unsubscribe"] == f"<{message.links['unsubscribe']}>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail.get_content_type() == "multipart/alternative"
+    text, html = parts(mail)
+    assert text.strip() == "Hello Dana, new shoes: https://shop.example.com/shoes"
+
+    click_base = message.links["click"]
+    click_token = click_base.rsplit("/", 1)[-1]
+    targets = []
+    untouched = []
+    for groups in hrefs(html):
+        href = next(g for g in groups if g).replace("&amp;", "&")
+        if href.startswith(click_base + "?"):
+            query = parse_qs(urlsplit(href).query)
+            target, signature = query["u"][0], query["s"][0]
+            assert signer.verify_target(click_token, target, signature)
+            targets.append(target)
+        else:
+            untouched.append(href)
+    assert targets == [
+        "https://shop.example.com/shoes?a=1&b=2",
+        "http://shop.example.com/plain",
+        "https://shop.example.com/bare",
+    ]
+    assert untouched == [
+        "mailto:help@example.com",
+        "#top",
+        message.links["unsubscribe"],
+        "https://cdn.example.com/style.css",
+    ]
+    pixel = f'<img src="{message.links["open"]}"'
+    assert pixel in html
+    assert html.index(pixel) < html.lower().index("</body>")
+
+
+async def test_message_id_is_stable_per_key_and_the_connection_is_reused(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        await email.send(outgoing(signer, key="k-1"))
+        await email.send(outgoing(signer, key="k-1"))
+        await email.send(outgoing(signer, key="k-2"))
+    finally:
+        await email.close()
+    ids = [r.message["Message-ID"] for r in smtp_server.sink.received]
+    assert ids[0] == ids[1] != ids[2]
+    assert re.fullmatch(r"<[0-9a-f]{40}@shop\.example\.com>", ids[0])
+    assert len(smtp_server.connections) == 1
+
+
+async def test_a_connection_dropped_by_the_server_is_replaced(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        await email.send(outgoing(signer, key="a"))
+        smtp_server.drop_connections()
+        await email.send(outgoing(signer, key="b"))
+    finally:
+        await email.close()
+    assert [r.message["Message-ID"] for r in smtp_server.sink.received] == [
+        message_id("a", "shop.example.com"),
+        message_id("b", "shop.example.com"),
+    ]
+    assert len(smtp_server.connections) == 2
+
+
+async def test_text_only_without_links(smtp_server: SmtpServer, signer: LinkSigner) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        await email.send(
+            outgoing(signer, links={}, content={"subject": "Receipt", "text": "Thanks"})
+        )
+    finally:
+        await email.close()
+    [received] = smtp_server.sink.received
+    assert received.message.get_content_type() == "text/plain"
+    assert received.message["List-Unsubscribe"] is None
+    assert received.message["List-Unsubscribe-Post"] is None
+
+
+async def test_451_is_transient_550_is_permanent(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        with pytest.raises(TransientDeliveryError, match="451"):
+            await email.send(outgoing(signer, to="defer@example.com"))
+        with pytest.raises(PermanentDeliveryError, match="550"):
+            await email.send(outgoing(signer, to="reject@example.com"))
+        # The channel still works after refusals.
+        await email.send(outgoing(signer))
+    finally:
+        await email.close()
+    assert [r.rcpt_tos for r in smtp_server.sink.received] == [["dana@example.com"]]
+
+
+async def test_server_down_is_transient(signer: LinkSigner) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    email = EmailChannel(
+        "127.0.0.1", port, sender="news@shop.example.com", signer=signer, tls="none", timeout=2
+    )
+    try:
+        with pytest.raises(TransientDeliveryError):
+            await email.send(outgoing(signer))
+    finally:
+        await email.close()
+
+
+async def test_unsendable_messages_are_permanent(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        with pytest.raises(PermanentDeliveryError, match="email address"):
+            await email.send(outgoing(signer, to="not an address"))
+        with pytest.raises(PermanentDeliveryError, match="neither"):
+            await email.send(outgoing(signer, content={"subject": "empty"}))
+        with pytest.raises(PermanentDeliveryError, match="headers"):
+            await email.send(outgoing(signer, headers={"X-Bad": "a\r\nBcc: victim@example.com"}))
+    finally:
+        await email.close()
+    assert smtp_server.sink.received == []
+
+
+# aiosmtpd's own AUTH path touches an attribute it deprecated.
+@pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
+async def test_login_when_a_username_is_set(signer: LinkSigner) -> None:
+    sink = MailSink()
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"shop", b"pw")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535
+
+    connections: list[SMTP] = []
+
+    def factory() -> SMTP:
+        # aiosmtpd warns about AUTH without TLS; on loopback in a test that is the point.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            protocol = SMTP(
+                sink, auth_required=True, auth_require_tls=False, authenticator=authenticate
+            )
+        connections.append(protocol)
+        return protocol
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def login_as(password: str) -> EmailChannel:
+        # starttls (the default) sends in clear when the server offers no STARTTLS.
+        return EmailChannel(
+            "127.0.0.1",
+            port,
+            sender="news@shop.example.com",
+            signer=signer,
+            username="shop",
+            password=password,
+            timeout=5,
+        )
+
+    good, bad = login_as("pw"), login_as("wrong")
+    try:
+        await good.send(outgoing(signer))
+        with pytest.raises(TransientDeliveryError, match="535"):
+            await bad.send(outgoing(signer))
+    finally:
+        await good.close()
+        await bad.close()
+        server.close()
+        for protocol in connections:
+            if protocol.transport is not None:
+                protocol.transport.close()
+        await server.wait_closed()
+    assert len(sink.received) == 1
