@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 MAX_WAIT_SECONDS = 1.0
 """Longest a processing step waits for ingest to ease off."""
@@ -57,12 +58,15 @@ class IngestActivity:
         max_wait: float = MAX_WAIT_SECONDS,
         probe: float = PROBE_SECONDS,
         busy_share: float = BUSY_SHARE,
+        thread_time: Callable[[], float] = time.thread_time,
     ) -> None:
         if max_wait < 0 or probe <= 0 or not 0 <= busy_share <= 1:
             raise ValueError("max_wait >= 0, probe > 0 and 0 <= busy_share <= 1 are required")
         self.max_wait = max_wait
         self.probe = probe
         self.busy_share = busy_share
+        self._thread_time = thread_time
+        """CPU time of the loop's thread (injectable: tests say how busy the loop is)."""
         self._in_flight = 0
         self._last_change = 0.0
         """``time.monotonic()`` when a request last started or ended."""
@@ -94,9 +98,9 @@ class IngestActivity:
         while time.monotonic() < deadline:
             # While this waits, what the loop's thread computes is the others'
             # work -- here, ingest.
-            wall, cpu = time.monotonic(), time.thread_time()
+            wall, cpu = time.monotonic(), self._thread_time()
             await asyncio.sleep(self.probe)
-            wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+            wall, cpu = time.monotonic() - wall, self._thread_time() - cpu
             if cpu < wall * self.busy_share:
                 return
 
