@@ -69,6 +69,7 @@ from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
     SegmentDraft,
+    Settled,
     update_memberships,
 )
 from rapport.runtime import processor as processor_module
@@ -418,10 +419,11 @@ class MembershipTimer:
         after: Profile,
         event: Event,
         now: datetime,
+        settled: Settled | None = None,
     ) -> tuple[Profile, list[MembershipChange]]:
         start = time.perf_counter()
         try:
-            return self._wrapped(catalog, before, after, event, now)
+            return self._wrapped(catalog, before, after, event, now, settled)
         finally:
             self.seconds += time.perf_counter() - start
 

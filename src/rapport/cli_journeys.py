@@ -37,7 +37,7 @@ from rapport.runtime.clock import SystemClock
 from rapport.runtime.journey_admin import UnknownSegments, apply_action, save_definition
 from rapport.runtime.service import open_backends
 from rapport.settings import Settings
-from rapport.storage.base import Storage
+from rapport.storage.base import EventLog, Storage
 
 Lines = tuple[list[str], bool]
 T = TypeVar("T")
@@ -98,12 +98,20 @@ def describe(versions: Sequence[JourneyVersion]) -> str:
 async def _with_storage(
     settings: Settings, workspace: str, run: Callable[[Storage, str], Awaitable[Lines]]
 ) -> Lines:
+    return await _with_backends(settings, workspace, lambda storage, _, ws: run(storage, ws))
+
+
+async def _with_backends(
+    settings: Settings,
+    workspace: str,
+    run: Callable[[Storage, EventLog, str], Awaitable[Lines]],
+) -> Lines:
     storage, event_log = await open_backends(settings)
     try:
         found = await storage.find_workspace(workspace)
         if found is None:
             return [f"no workspace called {workspace!r}"], False
-        return await run(storage, found.id)
+        return await run(storage, event_log, found.id)
     finally:
         await event_log.close()
         await storage.close()
@@ -116,7 +124,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
     except DocumentError as exc:
         return [f"{path}: {exc}"], False
 
-    async def run(storage: Storage, workspace_id: str) -> Lines:
+    async def run(storage: Storage, event_log: EventLog, workspace_id: str) -> Lines:
         clock = SystemClock()
         try:
             stored, created = await save_definition(storage, workspace_id, document, clock.now())
@@ -128,7 +136,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
             return lines, True
         try:
             versions = await apply_action(
-                storage, workspace_id, stored.journey_id, PUBLISH, clock.now()
+                storage, workspace_id, stored.journey_id, PUBLISH, clock.now(), event_log
             )
         except (IllegalTransition, UnknownSegments, InvalidJourney) as exc:
             return [*lines, f"{stored.journey_id}: not published: {exc}"], False
@@ -136,7 +144,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
         note = f"; v{', v'.join(map(str, others))} keep their in-flight instances" if others else ""
         return [*lines, f"{stored.journey_id}: published v{stored.version}{note}"], True
 
-    return await _with_storage(settings, workspace, run)
+    return await _with_backends(settings, workspace, run)
 
 
 async def list_journeys(settings: Settings, workspace: str) -> Lines:
@@ -175,10 +183,10 @@ async def show_journey(settings: Settings, workspace: str, journey_id: str) -> L
 async def change_journey(settings: Settings, workspace: str, journey_id: str, action: str) -> Lines:
     """publish, pause, resume or archive; the journey's line afterwards."""
 
-    async def run(storage: Storage, workspace_id: str) -> Lines:
+    async def run(storage: Storage, event_log: EventLog, workspace_id: str) -> Lines:
         try:
             versions = await apply_action(
-                storage, workspace_id, journey_id, action, SystemClock().now()
+                storage, workspace_id, journey_id, action, SystemClock().now(), event_log
             )
         except JourneyNotFound:
             return [f"no journey {journey_id!r}"], False
@@ -186,4 +194,4 @@ async def change_journey(settings: Settings, workspace: str, journey_id: str, ac
             return [str(exc)], False
         return [describe(versions)], True
 
-    return await _with_storage(settings, workspace, run)
+    return await _with_backends(settings, workspace, run)

@@ -26,6 +26,8 @@ from tests.api.conftest import ApiHarness
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
+# In-app and transactional: the policy gate (docs/policies.md) lets it through
+# without consent or an address, so the outbox shows the journey's own behaviour.
 WELCOME: dict[str, Any] = {
     "id": "welcome",
     "name": "Welcome",
@@ -35,20 +37,20 @@ WELCOME: dict[str, Any] = {
     "steps": {
         "hello": {
             "message": {
-                "channel": "email",
+                "channel": "in_app",
                 "template": "welcome-1",
                 "topic": "news",
-                "category": "promotional",
+                "category": "transactional",
             },
             "next": "pause",
         },
         "pause": {"wait": {"for": "2d"}, "next": "tips"},
         "tips": {
             "message": {
-                "channel": "email",
+                "channel": "in_app",
                 "template": "welcome-2",
                 "topic": "news",
-                "category": "promotional",
+                "category": "transactional",
             }
         },
     },

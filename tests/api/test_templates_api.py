@@ -136,7 +136,8 @@ async def test_a_template_with_errors_is_refused_with_every_path(api_any: ApiHar
         {"path": "$.text", "message": "unknown filter 'shout'", "line": 1, "column": 32},
         {
             "path": "$.text",
-            "message": "unknown variable 'secret'; a template reads profile, event, journey, offer",
+            "message": "unknown variable 'secret'; a template reads profile, event, journey,"
+            " offer, codes",
             "line": 1,
             "column": 44,
         },

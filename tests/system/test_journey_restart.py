@@ -37,6 +37,8 @@ BATCH = 500
 WAIT_SECONDS = 30
 """The wait, in real seconds, from each customer's entry."""
 
+# In-app and transactional: the policy gate (docs/policies.md) lets it through
+# without consent or an address, so the outbox shows the journey's own behaviour.
 JOURNEY: dict[str, Any] = {
     "id": "restart",
     "name": "Restart",
@@ -45,20 +47,20 @@ JOURNEY: dict[str, Any] = {
     "steps": {
         "hello": {
             "message": {
-                "channel": "email",
+                "channel": "in_app",
                 "template": "restart-1",
                 "topic": "news",
-                "category": "promotional",
+                "category": "transactional",
             },
             "next": "pause",
         },
         "pause": {"wait": {"for": f"{WAIT_SECONDS}s"}, "next": "tips"},
         "tips": {
             "message": {
-                "channel": "email",
+                "channel": "in_app",
                 "template": "restart-2",
                 "topic": "news",
-                "category": "promotional",
+                "category": "transactional",
             }
         },
     },

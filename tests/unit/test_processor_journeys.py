@@ -10,6 +10,7 @@ import msgspec
 from rapport.core.journeys import describe
 from rapport.core.journeys.effects import SendEffect
 from rapport.core.model import Event
+from rapport.core.policy.document import Confirmation, PolicyDocument
 from rapport.runtime.journey_admin import check_document
 from rapport.runtime.journey_effects import JOURNEY_EVENT_SOURCE, JOURNEY_TIMER
 from rapport.storage.base import ProcessingBatch
@@ -44,8 +45,17 @@ WELCOME: dict[str, Any] = {
 }
 
 
+GATE_OPEN = PolicyDocument(
+    addresses={"email": "contact_email"}, confirmation=Confirmation(channels=())
+)
+"""These tests are about journeys, not the policy gate (tests/unit/policy): every
+customer of ``at_now`` has an address the gate accepts and consents to marketing."""
+
+
 async def publish(h: Harness, document: dict[str, Any]) -> None:
     now = h.clock.now()
+    if await h.storage.get_policy(WS) is None:
+        await h.storage.put_policy(WS, GATE_OPEN, now)
     check_document(document)
     await h.storage.save_journey(WS, document["id"], document, now)
     await h.storage.transition_journey(WS, document["id"], "publish", now)
@@ -53,6 +63,11 @@ async def publish(h: Harness, document: dict[str, Any]) -> None:
 
 def at_now(h: Harness, n: int, **fields: Any) -> Event:
     now = h.clock.now()
+    fields["context"] = {
+        "traits": {"contact_email": "u1@example.com"},
+        "consent": {"categoryPreferences": {"marketing": True}},
+        **fields.get("context", {}),
+    }
     return msgspec.structs.replace(
         make_event(n, user_id="u-1", **fields), timestamp=now, received_at=now
     )

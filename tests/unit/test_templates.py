@@ -161,8 +161,8 @@ def test_nothing_outside_the_context_can_be_read() -> None:
         assert [e.path for e in found] == ["$.body"] and "unexpected tag" in found[0].message
     found = errors(channel="sms", body="{{ settings.secret }}{% assign x = 1 %}{{ x }}")
     assert [str(e) for e in found] == [
-        "$.body: unknown variable 'settings'; a template reads profile, event, journey, offer"
-        " (line 1, column 4)"
+        "$.body: unknown variable 'settings'; a template reads profile, event, journey, offer,"
+        " codes (line 1, column 4)"
     ]
 
 

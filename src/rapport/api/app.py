@@ -16,11 +16,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import rapport
 from rapport.api import conditions, ingest, profiles, segments, templates
+from rapport.api.business_events import router as business_events_router
+from rapport.api.code_pools import router as code_pools_router
 from rapport.api.computed_traits import router as computed_traits_router
 from rapport.api.errors import install_error_handlers
+from rapport.api.inbox import router as inbox_router
 from rapport.api.ingest_priority import IngestActivity
 from rapport.api.journeys import router as journeys_router
 from rapport.api.message_links import router as message_links_router
+from rapport.api.messages import router as messages_router
+from rapport.api.policy import router as policy_router
 from rapport.runtime.service import Rapport
 from rapport.settings import Settings
 
@@ -139,12 +144,18 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
     app.add_middleware(CORSMiddleware, **CORS_OPTIONS)
     app.ingest_app = ServerErrorMiddleware(CORSMiddleware(ingest.serve_ingest, **CORS_OPTIONS))
     app.include_router(ingest.router)
+    # Before profiles: its catch-all /api/profiles/{ref:path} would take .../inbox.
+    app.include_router(inbox_router)
+    app.include_router(messages_router)  # before profiles too: .../messages
     app.include_router(profiles.router)
     app.include_router(conditions.router)
     app.include_router(segments.router)
     app.include_router(computed_traits_router)
     app.include_router(journeys_router)
+    app.include_router(business_events_router)
     app.include_router(templates.router)
+    app.include_router(code_pools_router)
+    app.include_router(policy_router)
     app.include_router(message_links_router)
 
     @app.get("/healthz", tags=["operations"])

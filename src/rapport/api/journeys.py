@@ -333,8 +333,14 @@ async def journey_action(
     rapport = get_rapport(request)
     try:
         versions = await apply_action(
-            rapport.storage, key.workspace_id, journey_id, action, rapport.clock.now()
+            rapport.storage,
+            key.workspace_id,
+            journey_id,
+            action,
+            rapport.clock.now(),
+            rapport.event_log,
         )
+        rapport.journey_triggers.notify()
     except JourneyNotFound:
         raise _not_found(journey_id) from None
     except IllegalTransition as exc:

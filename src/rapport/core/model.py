@@ -105,6 +105,36 @@ class Membership(msgspec.Struct, kw_only=True, gc=False):
     entered_at: datetime
 
 
+class SentMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One message the policy gate admitted: what frequency caps count (``core.policy``).
+
+    ``at`` is when it goes (the end of quiet hours for a deferred one).
+    Encoded as an array: a profile keeps a few dozen of these.
+    """
+
+    at: datetime
+    channel: str
+    category: str
+    topic: str | None = None
+
+
+class ContactPoint(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """An address the profile was given for a channel, and whether it can be trusted.
+
+    Untrusted: its only sources are browser-side write keys (anyone can claim
+    any address through one), until the customer confirms it (``core.policy``).
+    """
+
+    channel: str
+    address: str
+    trusted: bool
+    source: str
+    """The source that made it trusted, or the first one that claimed it."""
+    observed_at: datetime
+    confirmation_requested_at: datetime | None = None
+    """When the gate asked for the one confirmation message (double opt-in)."""
+
+
 class Profile(msgspec.Struct, kw_only=True, gc=False):
     """One live profile: who the customer is and what we know, with provenance."""
 
@@ -133,6 +163,10 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     ``None``: no timer is scheduled. Kept with the profile so the runtime
     writes the stored timer only when this instant moves.
     """
+    sent: list[SentMessage] = []
+    """Messages the policy gate admitted, oldest first, pruned to the longest cap window."""
+    contacts: dict[str, ContactPoint] = {}
+    """``<channel>:<normalised address>`` -> the contact point (``core.policy.contacts``)."""
 
 
 class ScheduledEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):

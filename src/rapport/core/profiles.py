@@ -18,6 +18,12 @@ from typing import Any, TypeVar
 import msgspec
 
 from rapport.core.model import ConsentValue, Event, Identifier, Profile, TraitValue
+from rapport.core.policy.contacts import (
+    CONTACT_CONFIRMED,
+    confirm_contact,
+    merged_contacts,
+    note_contacts,
+)
 
 
 def new_profile(profile_id: str, workspace_id: str, now: datetime) -> Profile:
@@ -116,12 +122,19 @@ def apply_event(profile: Profile, event: Event, now: datetime) -> Profile:
                     message_id=event.message_id,
                 )
 
+    contacts = profile.contacts
+    if incoming and ("email" in incoming or "phone" in incoming):
+        contacts = note_contacts(contacts, incoming, event) or contacts
+    if event.event == CONTACT_CONFIRMED:
+        contacts = confirm_contact(contacts, event) or contacts
+
     first_seen = profile.first_seen
     last_seen = profile.last_seen
     return msgspec.structs.replace(
         profile,
         traits=traits,
         consent=consent,
+        contacts=contacts,
         first_seen=event.timestamp if first_seen is None else min(first_seen, event.timestamp),
         last_seen=event.timestamp if last_seen is None else max(last_seen, event.timestamp),
         event_count=profile.event_count + 1,
@@ -146,6 +159,8 @@ def merge_profiles(winner: Profile, loser: Profile, now: datetime) -> Profile:
         identifiers=sorted({*winner.identifiers, *loser.identifiers}),
         traits=_newer_wins(winner.traits, loser.traits),
         consent=_newer_wins(winner.consent, loser.consent),
+        contacts=merged_contacts(winner.contacts, loser.contacts),
+        sent=sorted([*winner.sent, *loser.sent], key=lambda s: s.at),
         merged_from=merged_from,
         first_seen=_earliest(winner.first_seen, loser.first_seen),
         last_seen=_latest(winner.last_seen, loser.last_seen),

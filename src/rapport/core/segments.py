@@ -77,6 +77,12 @@ _NEVER: Final = 2**63
 MAX_LOOKAHEAD: Final = 16
 """Evaluations ``next_membership_change`` spends before settling for a lower bound."""
 
+Settled = dict[int, tuple[bool, int | None]]
+"""Position -> a time-dependent segment's value at ``now`` and the instant (microseconds)
+at which time alone may next change it (``CompiledCondition.settle``), as an evaluation
+found them: ``next_membership_change`` takes them instead of settling those segments
+again (see ``update_memberships``)."""
+
 
 class SegmentDefinition(msgspec.Struct, frozen=True, kw_only=True):
     """One stored version of a segment definition."""
@@ -281,6 +287,7 @@ def update_memberships(
     after: Profile,
     event: Event,
     now: datetime,
+    settled: Settled | None = None,
 ) -> tuple[Profile, list[MembershipChange]]:
     """``after`` (the profile once ``event`` was applied) with aggregates and memberships updated.
 
@@ -292,6 +299,13 @@ def update_memberships(
     version (or a segment that no longer exists: the profile leaves it).
     Segments the profile's traits rule out (``segment_guards``) are not
     evaluated: they are false.
+
+    ``settled``, when given, receives what the evaluation found about the
+    time-dependent segments it evaluated (``Settled``), valid for the
+    returned profile at ``now``: the runtime hands it to
+    ``next_membership_change`` for that profile, which then does not read
+    the same aggregates again (the segments an event changes are the ones
+    whose timer it may move).
     """
     if not catalog and not after.segments:
         return after, []
@@ -314,7 +328,11 @@ def update_memberships(
     queued = _affected(catalog, before, after, states.changed)
     if queued and catalog.guards:
         queued -= catalog.guards.ruled_out(queued, after.traits, members, catalog.position)
-    return _evaluate(catalog, after, states, members, changes, queued, now)
+    if not queued and not changes and states.encoded() is after.aggregates:
+        # Nothing to evaluate nor to store (most membership events): the
+        # profile as it came.
+        return after, changes
+    return _evaluate(catalog, after, states, members, changes, queued, now, settled)
 
 
 def reevaluate_segments(
@@ -379,6 +397,7 @@ def next_membership_change(
     profile: Profile,
     now: datetime,
     since: Profile | None = None,
+    settled: Settled | None = None,
 ) -> datetime | None:
     """The earliest instant after ``now`` at which time alone may change a membership.
 
@@ -399,6 +418,9 @@ def next_membership_change(
     for the others. It is still a lower bound for them, but may come early
     if it came from a segment whose change this event pushed back: such a
     timer re-evaluates, finds nothing, and asks again without ``since``.
+
+    ``settled``: what an evaluation of this very profile at ``now`` found
+    (``update_memberships``), used instead of settling those segments again.
     """
     if not catalog.time_bounds:
         return None
@@ -410,7 +432,7 @@ def next_membership_change(
         if not positions:
             return kept
     before = None if kept is None else to_micros(kept)
-    found = _first_change(catalog, profile, now, positions, before)
+    found = _first_change(catalog, profile, now, positions, before, settled)
     return kept if found is None else from_micros(found)
 
 
@@ -420,6 +442,7 @@ def _first_change(
     now: datetime,
     positions: AbstractSet[int],
     before: int | None,
+    settled: Settled | None = None,
 ) -> int | None:
     """``next_membership_change`` over the segments at ``positions``, in microseconds.
 
@@ -449,10 +472,12 @@ def _first_change(
     segments = catalog.segments
     horizon = _NEVER if before is None else before
     ruled_out = catalog.guards.ruled_out(positions, profile.traits, members, catalog.position)
+    known: Settled = settled or {}
     for position in positions:
         if position in ruled_out:
             continue  # false, and time cannot change that (``segment_guards``)
-        value, instant = settles[position](here, now_us)
+        found = known.get(position)
+        value, instant = settles[position](here, now_us) if found is None else found
         if value != (segments[position].definition.id in members):
             # Not evaluated since its definition changed (not backfilled
             # yet): whichever way time moves its value, the timer at its
@@ -522,8 +547,13 @@ def _evaluate(
     changes: list[MembershipChange],
     queued: set[int],
     now: datetime,
+    settled: Settled | None = None,
 ) -> tuple[Profile, list[MembershipChange]]:
-    """Evaluate the ``queued`` positions of ``after`` (whose memberships are now ``members``)."""
+    """Evaluate the ``queued`` positions of ``after`` (whose memberships are now ``members``).
+
+    With ``settled``, time-dependent segments are settled rather than only
+    evaluated, and what that found is put there (``Settled``).
+    """
     # Evaluated in catalog order (a segment after those it reads); a change
     # queues the segments reading the one that changed, which come later.
     pending = sorted(queued)
@@ -532,13 +562,24 @@ def _evaluate(
     # evaluations, when a membership does.
     context = ProfileContext(after, now, segments=members, read_aggregate=states.read)
     segments = catalog.segments
+    bounds = catalog.time_bounds if settled is not None else None
+    now_us = to_micros(now)
     index = 0
     while index < len(pending):
-        segment = segments[pending[index]]
+        position = pending[index]
+        segment = segments[position]
         index += 1
         definition = segment.definition
         segment_id = definition.id
-        is_member = segment.condition.evaluate(context)
+        settle = None if bounds is None else bounds.get(position)
+        if settle is None or settled is None:
+            is_member = segment.condition.evaluate(context)
+        else:
+            # The same value, and when time may change it: a segment read
+            # again later (a membership it reads changed) is settled again.
+            found = settle(context, now_us)
+            is_member = found[0]
+            settled[position] = found
         current = members.get(segment_id)
         if is_member == (current is not None):
             if current is not None and current.version != definition.version:

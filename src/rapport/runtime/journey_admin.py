@@ -14,6 +14,8 @@ from typing import Any
 
 from rapport.core.journeys import (
     PUBLISH,
+    PUBLISHED,
+    RESUME,
     InvalidJourney,
     JourneyError,
     JourneyNotFound,
@@ -23,7 +25,8 @@ from rapport.core.journeys import (
     referenced_segments,
 )
 from rapport.core.journeys.lifecycle import draft_of
-from rapport.storage.base import Storage
+from rapport.runtime.journey_triggers import published_event, resume_event
+from rapport.storage.base import EventLog, Storage
 
 
 class UnknownSegments(Exception):
@@ -78,9 +81,32 @@ async def save_definition(
 
 
 async def apply_action(
+    storage: Storage,
+    workspace_id: str,
+    journey_id: str,
+    action: str,
+    now: datetime,
+    event_log: EventLog | None = None,
+) -> list[JourneyVersion]:
+    """Apply a lifecycle action; publishing first checks the draft's segment references.
+
+    With ``event_log``, a publish or a resume is then logged for the
+    journey-trigger consumer (``journey_triggers``): the version's schedules
+    and date triggers are set up, and paused instances resumed (``on_resume``).
+    """
+    versions = await _transition(storage, workspace_id, journey_id, action, now)
+    if event_log is not None:
+        if action == PUBLISH:
+            newest = max(v.version for v in versions if v.status == PUBLISHED)
+            await event_log.append([published_event(workspace_id, journey_id, newest, now)])
+        elif action == RESUME:
+            await event_log.append([resume_event(workspace_id, journey_id, now)])
+    return versions
+
+
+async def _transition(
     storage: Storage, workspace_id: str, journey_id: str, action: str, now: datetime
 ) -> list[JourneyVersion]:
-    """Apply a lifecycle action; publishing first checks the draft's segment references."""
     if action == PUBLISH:
         versions = await storage.journey_versions(workspace_id, journey_id)
         if not versions:

@@ -124,6 +124,7 @@ from rapport.core.profiles import apply_event, attach_identifiers, merge_profile
 from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
+    Settled,
     refresh_memberships,
     update_memberships,
 )
@@ -141,6 +142,7 @@ from rapport.runtime.journey_effects import (
     apply_update,
     is_timer,
 )
+from rapport.runtime.journey_triggers import is_control
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX as OUTBOX_KEY_PREFIX
 from rapport.runtime.segment_effects import SEGMENT_ENTERED as SEGMENT_ENTERED
@@ -517,6 +519,8 @@ class Processor:
         """The profiles as they were when their timers were last computed."""
         for entry, scan in scanned:
             event = entry.event
+            if is_control(event):
+                continue  # for the journey-trigger consumer alone (``journey_triggers``)
             state = states[event.workspace_id]
             catalog = catalogs[event.workspace_id]
             if is_timer(event):
@@ -620,7 +624,12 @@ class Processor:
                     # The relay has not delivered the timer yet: what time
                     # changed is settled before the event is evaluated.
                     profile, changes = refresh_memberships(catalog, profile, now)
-                profile, event_changes = update_memberships(catalog, prior, profile, event, now)
+                # What the evaluation finds about time-dependent segments spares
+                # the timer reading the same aggregates again (``schedule_timers``).
+                settled: Settled = {}
+                profile, event_changes = update_memberships(
+                    catalog, prior, profile, event, now, settled
+                )
                 changes.extend(event_changes)
                 membership_events = [
                     _membership_event(entry, profile.id, change, now) for change in changes
@@ -649,6 +658,7 @@ class Processor:
             state.owners.update(moved)
             state.changed_identifiers.update(moved)
             state.profiles[profile.id] = profile
+            state.record_settled(profile, settled)
             if profile is not original or overdue:
                 # An event that changed nothing (most membership events) leaves
                 # the stored profile and its timer as they are.

@@ -129,7 +129,9 @@ def schedule_timers(
         try:
             # ``known`` carries its last answer, a lower bound for the
             # segments unchanged since: still one when it came from a trait.
-            due = next_membership_change(catalog, profile, now, known.get(profile_id))
+            due = next_membership_change(
+                catalog, profile, now, known.get(profile_id), state.settled_for(profile)
+            )
             if decays is not None and (due is None or decays < due):
                 due = decays
         except Exception as exc:  # a timer must not cost the step: the old one stays

@@ -18,15 +18,18 @@ from pathlib import Path
 
 import structlog
 
+from rapport.channels.base import ChannelRegistry
 from rapport.core.clock import Clock
 from rapport.core.identity import IdentityRules
 from rapport.core.ids import IdGenerator
 from rapport.runtime.clock import RandomIds, SystemClock
+from rapport.runtime.journey_triggers import JourneyTriggers
 from rapport.runtime.keys import generate_key, hash_key
 from rapport.runtime.memberships import MembershipIndexer
 from rapport.runtime.metrics import Metrics
 from rapport.runtime.processor import Processor
 from rapport.runtime.relay import Relay
+from rapport.runtime.sender import Composer, Sender
 from rapport.settings import Settings
 from rapport.storage.base import ApiKey, EventLog, Storage
 
@@ -136,6 +139,18 @@ class Rapport:
         # The membership index follows the log; the relay wakes it when it
         # appends (membership events come that way), and so does processing.
         self.memberships = MembershipIndexer(storage, event_log, upstream=self.processor)
+        # Schedules, business events, publishes and resumes fan out to profiles
+        # through the log (``journey_triggers``), once the log before them is processed.
+        self.journey_triggers = JourneyTriggers(
+            storage, event_log, self.clock, self.rules, ready=self._caught_up
+        )
+        self.journey_triggers.on_appended = self._internal_appended
+        self.journey_triggers.on_scheduled = self.relay.notify
+        # Delivery (``rapport.runtime.sender``): with ``sender = on`` it starts once
+        # ``composer`` is set; whoever builds the runtime registers the channels.
+        self.channels = ChannelRegistry()
+        self.composer: Composer | None = None
+        self.sender: Sender | None = None
         self.lag = 0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,6 +176,18 @@ class Rapport:
             asyncio.create_task(self._watch_lag(), name="rapport-lag"),
             asyncio.create_task(self._prune_dedup(), name="rapport-dedup-pruner"),
         ]
+        if self.settings.sender == "on" and self.composer is not None:
+            # Its Message Sent / Failed events reach the log through the relay.
+            self.sender = Sender(
+                self.storage,
+                self.channels,
+                self.composer,
+                self.clock,
+                on_recorded=self.relay.notify,
+            )
+            self._tasks.append(
+                asyncio.create_task(self.sender.run(self._stop), name="rapport-sender")
+            )
         if process:
             self._tasks.append(
                 asyncio.create_task(self.processor.run(self._stop), name="rapport-processor")
@@ -172,15 +199,27 @@ class Rapport:
             self._tasks.append(
                 asyncio.create_task(self.memberships.run(self._stop), name="rapport-memberships")
             )
+            await self.journey_triggers.load_offset()
+            self._tasks.append(
+                asyncio.create_task(
+                    self.journey_triggers.run(self._stop), name="rapport-journey-triggers"
+                )
+            )
 
     def _internal_appended(self) -> None:
         """The relay appended internal events: wake the consumers of the log."""
         self.processor.notify()
         self.memberships.notify()
+        self.journey_triggers.notify()
+
+    async def _caught_up(self, offset: int) -> bool:
+        """Whether profiles and the membership index have processed the log up to ``offset``."""
+        processed = await self.processor.wait_processed(offset, 1.0)
+        return processed and await self.memberships.wait_indexed(offset, 1.0)
 
     async def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until every event in the log is processed, no scheduled event is due
-        and no segment backfill is running.
+        """Wait until every event in the log is processed, no scheduled event or
+        outbox message is due (with a running sender) and no segment backfill is running.
 
         Internal events reach the log through the relay after the commit that
         scheduled them, so "processed up to the end of the log" alone can be
@@ -193,6 +232,14 @@ class Rapport:
                     end = await self.event_log.end_offset()
                     if not await self.processor.wait_processed(end, timeout):
                         return False
+                    triggers = self.journey_triggers
+                    if triggers.running and not await triggers.wait_handled(end, timeout):
+                        return False
+                    if self.sender is not None and not await self.sender.settled():
+                        # Due messages are sent first: their events come back through the relay.
+                        self.sender.notify()
+                        await asyncio.sleep(0.005)
+                        continue
                     if await self.storage.due_scheduled(self.clock.now(), 1):
                         self.relay.notify()
                         await asyncio.sleep(0.005)
@@ -218,6 +265,7 @@ class Rapport:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.channels.close()
         await self.event_log.close()
         await self.storage.close()
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 import structlog
 
 from rapport.core.model import Identifier, Profile
-from rapport.core.segments import SegmentCatalog
+from rapport.core.segments import SegmentCatalog, Settled
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.storage.base import Storage
 
@@ -47,6 +47,26 @@ class WorkspaceState:
     """Merged-away profile id -> the profile it went into."""
     changed_profiles: set[str] = field(default_factory=set)
     changed_identifiers: set[Identifier] = field(default_factory=set)
+    settled: dict[str, tuple[Profile, Settled]] = field(default_factory=dict)
+    """Profile id -> what evaluating that very profile (the object) at the step's
+    ``now`` found about its time-dependent segments (``segments.Settled``), for
+    its timer."""
+
+    def record_settled(self, profile: Profile, found: Settled) -> None:
+        """Keep what an evaluation of ``profile`` found, with what earlier ones found
+        about the same, unchanged, profile."""
+        if not found:
+            return
+        known = self.settled.get(profile.id)
+        if known is not None and known[0] is profile:
+            known[1].update(found)
+        else:
+            self.settled[profile.id] = (profile, found)
+
+    def settled_for(self, profile: Profile) -> Settled | None:
+        """What evaluations found about ``profile`` (this very object), if anything."""
+        known = self.settled.get(profile.id)
+        return known[1] if known is not None and known[0] is profile else None
 
     def live(self, profile_id: str) -> str:
         seen: set[str] = set()

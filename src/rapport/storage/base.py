@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -35,8 +35,11 @@ from rapport.core.model import (
     Rejection,
     ScheduledEvent,
 )
+from rapport.core.policy.document import PolicyDocument, StoredPolicy
 from rapport.core.segments import SegmentAlreadyExists, SegmentDefinition, SegmentDraft
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
+from rapport.storage.code_pools import CodePoolStore
+from rapport.storage.inbox import InboxStore
 from rapport.storage.journey_runs import (
     InstancePage,
     JourneyMetrics,
@@ -49,6 +52,7 @@ from rapport.storage.membership_index import (
     SegmentChangePage,
     SegmentMember,
 )
+from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
 
 __all__ = [
     "ApiKey",
@@ -354,6 +358,21 @@ class Storage(abc.ABC):
         backfill rebuilds a new aggregate's state from them.
         """
 
+    @abc.abstractmethod
+    async def events_by_name(
+        self,
+        workspace_id: str,
+        name: str,
+        since: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[ProfileEvent]:
+        """Timeline events named ``name`` (``timestamp >= since`` if given), at most ``limit``.
+
+        Ordered by ``(timestamp, offset)``; ``after`` is that pair of the last
+        event of the previous page. A business event's fan-out reads them.
+        """
+
     # -- segment membership index (rapport.storage.membership_index) ---------
     @abc.abstractmethod
     async def commit_memberships(self, batch: MembershipBatch) -> None:
@@ -442,6 +461,36 @@ class Storage(abc.ABC):
         self, workspace_id: str, template_id: str, now: datetime
     ) -> TemplateDefinition | None:
         """Store the tombstone of an active template and return it; None if none is active."""
+
+    # -- workspace policies (rapport.core.policy) ------------------------------
+    # Every version is kept; the latest is in force.
+    @abc.abstractmethod
+    async def put_policy(
+        self,
+        workspace_id: str,
+        document: PolicyDocument,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredPolicy:
+        """Store ``document`` as the workspace's next policy version and return it.
+
+        With ``expected_version`` (0: none stored yet), raise
+        ``PolicyVersionConflict`` (storing nothing) unless it is the latest.
+        """
+
+    @abc.abstractmethod
+    async def get_policy(
+        self, workspace_id: str, version: int | None = None
+    ) -> StoredPolicy | None:
+        """The latest policy (or the given version); None if never written."""
+
+    @abc.abstractmethod
+    async def policies_revision(self) -> int:
+        """A number that grows with every policy write in any workspace (0 before any).
+
+        Cheap to call: processors poll it to know when to reload policies.
+        """
 
     # -- journey definitions (rapport.core.journeys.lifecycle) ---------------
     # Every version is kept: instances refer to the version they entered on.
@@ -570,3 +619,50 @@ class Storage(abc.ABC):
         error: str | None = None,
     ) -> bool:
         """Set a pending message ``sent`` or ``failed``; False if none is pending under this key."""
+
+    # -- delivery (rapport.storage.outbox, rapport.runtime.sender) -------------
+    @abc.abstractmethod
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+    ) -> list[OutboxMessage]:
+        """Pending messages of any workspace with ``next_attempt_at <= now``, at most
+        ``limit``, in ``seq`` order; each one's ``next_attempt_at`` moves to ``now + lease``
+        so no other claim returns it meanwhile (it is returned with that lease end)."""
+
+    @abc.abstractmethod
+    async def next_outbox_at(self) -> datetime | None:
+        """The earliest ``next_attempt_at`` of any pending message; None when none is pending."""
+
+    @abc.abstractmethod
+    async def record_attempt(self, attempt: DeliveryAttempt) -> bool:
+        """Store what an attempt came to (and its event, for the relay) in one transaction;
+        False, storing nothing, if the message is not pending."""
+
+    @abc.abstractmethod
+    async def list_dead(
+        self, workspace_id: str, limit: int, after: int | None = None
+    ) -> OutboxPage:
+        """The dead-letter list, oldest ``seq`` first; ``after``: ``next_cursor`` of a page."""
+
+    @abc.abstractmethod
+    async def replay_dead(
+        self, workspace_id: str, idempotency_key: str, now: datetime
+    ) -> OutboxMessage | None:
+        """A dead message pending again (attempts 0, due ``now``); None if it is not dead."""
+
+    @abc.abstractmethod
+    async def list_profile_messages(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> OutboxPage:
+        """Every message to one profile, newest ``seq`` first; ``before``: ``next_cursor``."""
+
+    # -- code pools and in-app inboxes (rapport.storage.code_pools / inbox) -----
+    @property
+    @abc.abstractmethod
+    def code_pools(self) -> CodePoolStore:
+        """Promo code pools: one code per customer per pool, never reused."""
+
+    @property
+    @abc.abstractmethod
+    def inbox(self) -> InboxStore:
+        """What the ``in_app`` channel delivered, per profile."""

@@ -62,9 +62,20 @@ class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime | None = None
     """When the status last changed (None while pending)."""
     error: str | None = None
-    """Why it failed, for a ``failed`` message."""
+    """The last delivery error (why a ``failed`` or ``dead`` message failed; kept after
+    a later success, for the record)."""
     verdict: GateVerdict | None = None
     """The policy gate's decision and every check it made (None: not gated, a webhook)."""
+    # Delivery state, written by the sender (see rapport.storage.outbox).
+    attempts: int = 0
+    """Delivery attempts made (a message held back by a limit or an open circuit is not
+    attempted); a dead-letter replay resets it."""
+    next_attempt_at: datetime | None = None
+    """A pending message is not claimed before this instant (quiet hours, a retry, a lease)."""
+    provider_message_id: str | None = None
+    sent_at: datetime | None = None
+    template_version: int | None = None
+    """The version of the template the sent message was rendered from."""
 
 
 class InstancePage(msgspec.Struct, frozen=True):
@@ -127,7 +138,8 @@ def summed_increments(rows: list[tuple[str, MetricIncrement]]) -> dict[CounterKe
 
 
 def new_messages(rows: list[OutboxMessage]) -> list[OutboxMessage]:
-    """The first message of each ``(workspace, key)`` in the batch, checked, status pending."""
+    """The first message of each ``(workspace, key)`` in the batch, checked, status pending
+    (or ``dropped``, when the policy gate dropped it: kept for the record, never sent)."""
     first: dict[tuple[str, str], OutboxMessage] = {}
     for message in rows:
         if message.effect.idempotency_key != message.idempotency_key:
@@ -139,7 +151,18 @@ def new_messages(rows: list[OutboxMessage]) -> list[OutboxMessage]:
             raise ValueError(f"outbox message {message.idempotency_key!r}: naive created_at")
         first.setdefault(
             (message.workspace_id, message.idempotency_key),
-            msgspec.structs.replace(message, status="pending", seq=0, updated_at=None, error=None),
+            msgspec.structs.replace(
+                message,
+                status="dropped" if message.status == "dropped" else "pending",
+                seq=0,
+                updated_at=None,
+                error=None,
+                attempts=0,
+                next_attempt_at=None,
+                provider_message_id=None,
+                sent_at=None,
+                template_version=None,
+            ),
         )
     return list(first.values())
 

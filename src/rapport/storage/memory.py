@@ -38,6 +38,7 @@ from rapport.core.model import (
     Rejection,
     ScheduledEvent,
 )
+from rapport.core.policy.document import PolicyDocument, StoredPolicy
 from rapport.core.segments import deleted_definition, next_definition
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage.base import (
@@ -58,9 +59,13 @@ from rapport.storage.base import (
 )
 from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMessage
 from rapport.storage.membership_index import plan_memberships
+from rapport.storage.memory_code_pools import MemoryCodePools
+from rapport.storage.memory_inbox import MemoryInbox
 from rapport.storage.memory_journey_runs import MemoryJourneyRuns
 from rapport.storage.memory_journeys import MemoryJourneys
+from rapport.storage.memory_policies import MemoryPolicies
 from rapport.storage.memory_templates import MemoryTemplates
+from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
 # contract says an event's or profile's datetimes come back as they went in.
@@ -161,7 +166,18 @@ class MemoryStorage(Storage):
         """(workspace, segment id) -> the job of its newest version (frozen)."""
         self._journeys = MemoryJourneys()
         self._templates = MemoryTemplates()
+        self._policies = MemoryPolicies()
         self._runs = MemoryJourneyRuns()
+        self._code_pools = MemoryCodePools()
+        self._inbox = MemoryInbox()
+
+    @property
+    def code_pools(self) -> MemoryCodePools:
+        return self._code_pools
+
+    @property
+    def inbox(self) -> MemoryInbox:
+        return self._inbox
 
     # -- workspaces and keys -------------------------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
@@ -433,6 +449,24 @@ class MemoryStorage(Storage):
                 found.append(msgspec.structs.replace(event))
         return found
 
+    async def events_by_name(
+        self,
+        workspace_id: str,
+        name: str,
+        since: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[ProfileEvent]:
+        found = sorted(
+            (event.timestamp, offset)
+            for (ws, offset), event in self._events.items()
+            if ws == workspace_id
+            and event.name == name
+            and (since is None or event.timestamp >= since)
+            and (after is None or (event.timestamp, offset) > after)
+        )
+        return [msgspec.structs.replace(self._events[(workspace_id, o)]) for _, o in found[:limit]]
+
     # -- segment membership index -------------------------------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
         plan = plan_memberships(batch.changes, self._offsets.get(batch.consumer, 0))
@@ -548,6 +582,25 @@ class MemoryStorage(Storage):
     ) -> TemplateDefinition | None:
         return self._templates.delete(workspace_id, template_id, now)
 
+    # -- workspace policies (memory_policies) ---------------------------------
+    async def put_policy(
+        self,
+        workspace_id: str,
+        document: PolicyDocument,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredPolicy:
+        return self._policies.put(workspace_id, document, now, expected_version)
+
+    async def get_policy(
+        self, workspace_id: str, version: int | None = None
+    ) -> StoredPolicy | None:
+        return self._policies.get(workspace_id, version)
+
+    async def policies_revision(self) -> int:
+        return self._policies.revision
+
     # -- journey definitions (memory_journeys) -------------------------------
     async def save_journey(
         self,
@@ -615,10 +668,10 @@ class MemoryStorage(Storage):
         return self._runs.metrics(workspace_id, journey_id)
 
     async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
-        return self._runs.pending(limit, after)
+        return self._runs.outbox.pending(limit, after)
 
     async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
-        return self._runs.get_message(workspace_id, idempotency_key)
+        return self._runs.outbox.get(workspace_id, idempotency_key)
 
     async def mark_outbox(
         self,
@@ -628,7 +681,47 @@ class MemoryStorage(Storage):
         now: datetime,
         error: str | None = None,
     ) -> bool:
-        return self._runs.mark(workspace_id, idempotency_key, status, now, error)
+        return self._runs.outbox.mark(workspace_id, idempotency_key, status, now, error)
+
+    # -- delivery (memory_outbox) ----------------------------------------------
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+    ) -> list[OutboxMessage]:
+        return self._runs.outbox.claim_due(now, limit, lease)
+
+    async def next_outbox_at(self) -> datetime | None:
+        return self._runs.outbox.next_due()
+
+    async def record_attempt(self, attempt: DeliveryAttempt) -> bool:
+        rows = (
+            []
+            if attempt.event is None
+            else _scheduled_rows(
+                ProcessingBatch(consumer="rapport:delivery", offset=0, scheduled=[attempt.event])
+            )
+        )
+        if not self._runs.outbox.record(attempt):
+            return False
+        for row in rows:  # the relay appends it to the log
+            self._unschedule(row.key)
+            self._scheduled[row.key] = row
+            bisect.insort(self._schedule, row.order)
+        return True
+
+    async def list_dead(
+        self, workspace_id: str, limit: int, after: int | None = None
+    ) -> OutboxPage:
+        return self._runs.outbox.list_dead(workspace_id, limit, after)
+
+    async def replay_dead(
+        self, workspace_id: str, idempotency_key: str, now: datetime
+    ) -> OutboxMessage | None:
+        return self._runs.outbox.replay_dead(workspace_id, idempotency_key, now)
+
+    async def list_profile_messages(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> OutboxPage:
+        return self._runs.outbox.list_profile(workspace_id, profile_id, limit, before)
 
     # -- helpers -------------------------------------------------------------
     def _put_event(self, event: ProfileEvent) -> None:

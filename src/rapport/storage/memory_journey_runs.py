@@ -9,7 +9,6 @@ cannot fail. See ``rapport.storage.journey_runs`` for the rules.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -23,12 +22,11 @@ from rapport.storage.journey_runs import (
     JourneyMetrics,
     MetricCount,
     OutboxMessage,
-    check_mark,
     check_page,
     latest_instances,
-    new_messages,
     summed_increments,
 )
+from rapport.storage.memory_outbox import MemoryOutbox
 
 _encode = msgspec.json.Encoder().encode
 _decode_instance = msgspec.json.Decoder(JourneyInstance).decode
@@ -58,10 +56,7 @@ class MemoryJourneyRuns:
         self._by_profile: dict[tuple[str, str], set[str]] = {}
         self._counters: dict[CounterKey, int] = {}
         self._markers: set[tuple[str, int]] = set()
-        self._messages: dict[tuple[str, str], OutboxMessage] = {}
-        self._pending: list[tuple[int, str, str]] = []
-        """``(seq, workspace, key)`` of pending messages, sorted."""
-        self._seq = 0
+        self.outbox = MemoryOutbox()
 
     def prepare(self, batch: ProcessingBatch) -> PreparedRuns:
         return PreparedRuns(
@@ -79,7 +74,7 @@ class MemoryJourneyRuns:
             ],
             metrics=summed_increments(batch.journey_metrics),
             marker=(batch.consumer, batch.offset),
-            messages=[((m.workspace_id, m.idempotency_key), m) for m in new_messages(batch.outbox)],
+            messages=self.outbox.prepare(batch.outbox),
         )
 
     def apply(self, prepared: PreparedRuns) -> None:
@@ -93,11 +88,7 @@ class MemoryJourneyRuns:
             self._markers.add(prepared.marker)
             for counter, count in prepared.metrics.items():
                 self._counters[counter] = self._counters.get(counter, 0) + count
-        for key, message in prepared.messages:
-            if key not in self._messages:
-                self._seq += 1
-                self._messages[key] = msgspec.structs.replace(message, seq=self._seq)
-                self._pending.append((self._seq, *key))
+        self.outbox.insert(prepared.messages)
 
     # -- reads ---------------------------------------------------------------
     def load(self, workspace_id: str, profile_ids: Sequence[str]) -> list[JourneyInstance]:
@@ -154,31 +145,6 @@ class MemoryJourneyRuns:
             if ws == workspace_id and journey == journey_id
         ]
         return JourneyMetrics(journey_id, counts)
-
-    # -- outbox --------------------------------------------------------------
-    def pending(self, limit: int, after: int) -> list[OutboxMessage]:
-        check_page(limit)
-        start = bisect.bisect_right(self._pending, (after, "\U0010ffff", "\U0010ffff"))
-        return [self._messages[(ws, key)] for _, ws, key in self._pending[start : start + limit]]
-
-    def get_message(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
-        return self._messages.get((workspace_id, idempotency_key))
-
-    def mark(
-        self, workspace_id: str, idempotency_key: str, status: str, now: datetime, error: str | None
-    ) -> bool:
-        check_mark(status, now)
-        message = self._messages.get((workspace_id, idempotency_key))
-        if message is None or message.status != "pending":
-            return False
-        self._messages[(workspace_id, idempotency_key)] = msgspec.structs.replace(
-            message,
-            status="sent" if status == "sent" else "failed",
-            updated_at=now,
-            error=error,
-        )
-        del self._pending[bisect.bisect_left(self._pending, (message.seq, workspace_id, ""))]
-        return True
 
 
 def _ended_order(instance: JourneyInstance) -> tuple[datetime, str]:

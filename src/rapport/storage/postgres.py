@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -35,12 +35,15 @@ from rapport.core.model import (
     Rejection,
     ScheduledEvent,
 )
+from rapport.core.policy.document import PolicyDocument, StoredPolicy
 from rapport.core.segments import deleted_definition, next_definition
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage import (
     postgres_journey_runs,
     postgres_journeys,
     postgres_memberships,
+    postgres_outbox,
+    postgres_policies,
     postgres_scheduled,
     postgres_templates,
 )
@@ -65,6 +68,8 @@ from rapport.storage.migrations import (
     dialect_directory,
     load_migrations,
 )
+from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
+from rapport.storage.postgres_code_pools import PostgresCodePools
 from rapport.storage.postgres_computed_traits import (
     delete_trait_definition,
     get_trait_definition,
@@ -73,6 +78,7 @@ from rapport.storage.postgres_computed_traits import (
     trait_definitions_revision,
 )
 from rapport.storage.postgres_eventlog import PostgresEventLog
+from rapport.storage.postgres_inbox import PostgresInbox
 
 __all__ = ["PostgresEventLog", "PostgresStorage", "open_postgres"]
 
@@ -332,6 +338,16 @@ class PostgresStorage(Storage):
         self._profile_decoder = msgspec.json.Decoder(Profile)
         self._segment_decoder = msgspec.json.Decoder(SegmentDefinition)
         self._backfill_decoder = msgspec.json.Decoder(BackfillJob)
+        self._code_pools = PostgresCodePools(pool)
+        self._inbox = PostgresInbox(pool)
+
+    @property
+    def code_pools(self) -> PostgresCodePools:
+        return self._code_pools
+
+    @property
+    def inbox(self) -> PostgresInbox:
+        return self._inbox
 
     async def open(self) -> None:
         """Nothing to do: ``open_postgres`` connects and migrates."""
@@ -618,6 +634,30 @@ class PostgresStorage(Storage):
         )
         return [ProfileEvent(**row) for row in rows]
 
+    async def events_by_name(
+        self,
+        workspace_id: str,
+        name: str,
+        since: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[ProfileEvent]:
+        rows = await self._pool.fetch(
+            'SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,'
+            " occurred_at AS timestamp, received_at, body FROM profile_events"
+            " WHERE workspace_id = $1 AND name = $2"
+            " AND ($3::timestamptz IS NULL OR occurred_at >= $3)"
+            " AND ($4::timestamptz IS NULL OR (occurred_at, log_offset) > ($4, $5))"
+            " ORDER BY occurred_at, log_offset LIMIT $6",
+            workspace_id,
+            name,
+            since,
+            None if after is None else after[0],
+            0 if after is None else after[1],
+            limit,
+        )
+        return [ProfileEvent(**row) for row in rows]
+
     async def _latest_segment(
         self, conn: _Connection, workspace_id: str, segment_id: str
     ) -> SegmentDefinition | None:
@@ -706,6 +746,27 @@ class PostgresStorage(Storage):
             self._pool, _LOCK_CLASS, workspace_id, template_id, now
         )
 
+    # -- workspace policies (postgres_policies) --------------------------------
+    async def put_policy(
+        self,
+        workspace_id: str,
+        document: PolicyDocument,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredPolicy:
+        return await postgres_policies.put_policy(
+            self._pool, _LOCK_CLASS, workspace_id, document, now, expected_version
+        )
+
+    async def get_policy(
+        self, workspace_id: str, version: int | None = None
+    ) -> StoredPolicy | None:
+        return await postgres_policies.get_policy(self._pool, workspace_id, version)
+
+    async def policies_revision(self) -> int:
+        return await postgres_policies.policies_revision(self._pool)
+
     # -- journey definitions (postgres_journeys) -----------------------------
     async def save_journey(
         self,
@@ -781,10 +842,10 @@ class PostgresStorage(Storage):
         return await postgres_journey_runs.metrics(self._pool, workspace_id, journey_id)
 
     async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
-        return await postgres_journey_runs.pending_messages(self._pool, limit, after)
+        return await postgres_outbox.pending_messages(self._pool, limit, after)
 
     async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
-        return await postgres_journey_runs.get_message(self._pool, workspace_id, idempotency_key)
+        return await postgres_outbox.get_message(self._pool, workspace_id, idempotency_key)
 
     async def mark_outbox(
         self,
@@ -794,8 +855,37 @@ class PostgresStorage(Storage):
         now: datetime,
         error: str | None = None,
     ) -> bool:
-        return await postgres_journey_runs.mark_message(
+        return await postgres_outbox.mark_message(
             self._pool, workspace_id, idempotency_key, status, now, error
+        )
+
+    # -- delivery (postgres_outbox) --------------------------------------------
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+    ) -> list[OutboxMessage]:
+        return await postgres_outbox.claim_due(self._pool, now, limit, lease)
+
+    async def next_outbox_at(self) -> datetime | None:
+        return await postgres_outbox.next_due(self._pool)
+
+    async def record_attempt(self, attempt: DeliveryAttempt) -> bool:
+        return await postgres_outbox.record_attempt(self._pool, attempt, self._encoder.encode)
+
+    async def list_dead(
+        self, workspace_id: str, limit: int, after: int | None = None
+    ) -> OutboxPage:
+        return await postgres_outbox.list_dead(self._pool, workspace_id, limit, after)
+
+    async def replay_dead(
+        self, workspace_id: str, idempotency_key: str, now: datetime
+    ) -> OutboxMessage | None:
+        return await postgres_outbox.replay_dead(self._pool, workspace_id, idempotency_key, now)
+
+    async def list_profile_messages(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> OutboxPage:
+        return await postgres_outbox.list_profile_messages(
+            self._pool, workspace_id, profile_id, limit, before
         )
 
     # -- segment membership index (postgres_memberships) ---------------------

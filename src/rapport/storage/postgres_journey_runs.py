@@ -4,7 +4,7 @@
 batch's journey part (in its transaction, see
 ``postgres._processing_statements``); every parameter is built, and every
 encoding error raised, before a connection is taken. The other functions
-are the reads and the outbox marking. See ``rapport.storage.journey_runs``.
+are the reads (the outbox is ``postgres_outbox``). See ``rapport.storage.journey_runs``.
 
 Concurrent commits are safe: instance upserts lock their rows; the metric
 marker's ``ON CONFLICT DO NOTHING`` makes a second commit of the same
@@ -15,7 +15,6 @@ outbox key inserted by two transactions at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
@@ -27,17 +26,14 @@ from rapport.storage.journey_runs import (
     InstancePage,
     JourneyMetrics,
     MetricCount,
-    OutboxMessage,
-    check_mark,
     check_page,
     latest_instances,
-    new_messages,
     summed_increments,
 )
+from rapport.storage.postgres_outbox import insert_statement
 
 _Statement: TypeAlias = tuple[str, tuple[object, ...]]
 _decode_instance = msgspec.json.Decoder(JourneyInstance).decode
-_decode_message = msgspec.json.Decoder(OutboxMessage).decode
 
 _UPSERT_INSTANCES_SQL = """
 INSERT INTO journey_instances (workspace_id, id, journey_id, version, profile_id,
@@ -59,13 +55,6 @@ SELECT * FROM unnest($3::text[], $4::text[], $5::int[], $6::text[], $7::text[], 
 WHERE EXISTS (SELECT 1 FROM marker)
 ON CONFLICT (workspace_id, journey_id, version, step_id, metric)
 DO UPDATE SET count = journey_metrics.count + excluded.count
-"""
-_INSERT_MESSAGES_SQL = """
-INSERT INTO outbox (workspace_id, idempotency_key, status, doc)
-SELECT w, k, 'pending', d
-FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS u(w, k, d, n)
-ORDER BY n
-ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 """
 # Every live instance, and the latest ended one per (profile, journey, key).
 _LOAD_SQL = """
@@ -94,18 +83,6 @@ WHERE workspace_id = $1 AND journey_id = $2 GROUP BY status
 _METRICS_SQL = """
 SELECT version, step_id, metric, count FROM journey_metrics
 WHERE workspace_id = $1 AND journey_id = $2 ORDER BY version, step_id, metric
-"""
-_MESSAGE_COLUMNS = "seq, status, updated_at, error, doc"
-_PENDING_SQL = f"""
-SELECT {_MESSAGE_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > $1
-ORDER BY seq LIMIT $2
-"""
-_GET_MESSAGE_SQL = (
-    f"SELECT {_MESSAGE_COLUMNS} FROM outbox WHERE workspace_id = $1 AND idempotency_key = $2"
-)
-_MARK_SQL = """
-UPDATE outbox SET status = $3, updated_at = $4, error = $5
-WHERE workspace_id = $1 AND idempotency_key = $2 AND status = 'pending'
 """
 
 
@@ -149,18 +126,7 @@ def run_statements(batch: ProcessingBatch, encode: Callable[[object], bytes]) ->
                 ),
             )
         )
-    messages = new_messages(batch.outbox)
-    if messages:
-        statements.append(
-            (
-                _INSERT_MESSAGES_SQL,
-                (
-                    [m.workspace_id for m in messages],
-                    [m.idempotency_key for m in messages],
-                    [encode(m) for m in messages],
-                ),
-            )
-        )
+    statements.extend(insert_statement(batch.outbox))  # rapport.storage.postgres_outbox
     return statements
 
 
@@ -206,41 +172,4 @@ async def metrics(pool: asyncpg.Pool, workspace_id: str, journey_id: str) -> Jou
     rows = await pool.fetch(_METRICS_SQL, workspace_id, journey_id)
     return JourneyMetrics(
         journey_id, [MetricCount(row[0], row[1], row[2], int(row[3])) for row in rows]
-    )
-
-
-async def pending_messages(pool: asyncpg.Pool, limit: int, after: int) -> list[OutboxMessage]:
-    check_page(limit)
-    rows = await pool.fetch(_PENDING_SQL, after, limit)
-    return [_message(row) for row in rows]
-
-
-async def get_message(
-    pool: asyncpg.Pool, workspace_id: str, idempotency_key: str
-) -> OutboxMessage | None:
-    row = await pool.fetchrow(_GET_MESSAGE_SQL, workspace_id, idempotency_key)
-    return None if row is None else _message(row)
-
-
-async def mark_message(
-    pool: asyncpg.Pool,
-    workspace_id: str,
-    idempotency_key: str,
-    status: str,
-    now: datetime,
-    error: str | None,
-) -> bool:
-    check_mark(status, now)
-    result: str = await pool.execute(_MARK_SQL, workspace_id, idempotency_key, status, now, error)
-    return result != "UPDATE 0"
-
-
-def _message(row: asyncpg.Record) -> OutboxMessage:
-    status = row["status"]
-    return msgspec.structs.replace(
-        _decode_message(row["doc"]),
-        seq=int(row["seq"]),
-        status="sent" if status == "sent" else "failed" if status == "failed" else "pending",
-        updated_at=row["updated_at"],
-        error=row["error"],
     )

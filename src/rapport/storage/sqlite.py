@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,17 @@ from rapport.core.model import (
     Rejection,
     ScheduledEvent,
 )
+from rapport.core.policy.document import PolicyDocument, StoredPolicy
 from rapport.core.segments import deleted_definition, next_definition
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
-from rapport.storage import sqlite_journey_runs, sqlite_journeys, sqlite_scheduled, sqlite_templates
+from rapport.storage import (
+    sqlite_journey_runs,
+    sqlite_journeys,
+    sqlite_outbox,
+    sqlite_policies,
+    sqlite_scheduled,
+    sqlite_templates,
+)
 from rapport.storage.base import (
     ApiKey,
     EventPage,
@@ -53,6 +61,8 @@ from rapport.storage.membership_index import (
     SegmentChangePage,
 )
 from rapport.storage.migrations import dialect_directory, load_migrations
+from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
+from rapport.storage.sqlite_code_pools import SqliteCodePools
 from rapport.storage.sqlite_computed_traits import (
     delete_trait_definition,
     latest_trait_definition,
@@ -68,6 +78,7 @@ from rapport.storage.sqlite_db import (
     to_micros,
 )
 from rapport.storage.sqlite_eventlog import SqliteEventLog
+from rapport.storage.sqlite_inbox import SqliteInbox
 from rapport.storage.sqlite_memberships import (
     PreparedMemberships,
     read_history,
@@ -122,6 +133,16 @@ class SqliteStorage(Storage):
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         migrations = load_migrations(dialect_directory("sqlite"), prefix="rapport_")
         self._db = SqliteDatabase(path, migrations, synchronous=synchronous)
+        self._code_pools = SqliteCodePools(self._db)
+        self._inbox = SqliteInbox(self._db)
+
+    @property
+    def code_pools(self) -> SqliteCodePools:
+        return self._code_pools
+
+    @property
+    def inbox(self) -> SqliteInbox:
+        return self._inbox
 
     async def open(self) -> None:
         await self._db.open()
@@ -518,6 +539,31 @@ class SqliteStorage(Storage):
 
         return await self._db.read(read)
 
+    async def events_by_name(
+        self,
+        workspace_id: str,
+        name: str,
+        since: datetime | None,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[ProfileEvent]:
+        lower = -_NO_UPPER_BOUND if since is None else to_micros(since)
+        at, offset = (lower, 0) if after is None else (to_micros(after[0]), after[1])
+
+        def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
+            rows = conn.execute(
+                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
+                " timestamp, received_at, body FROM profile_events"
+                " INDEXED BY profile_events_by_name"
+                " WHERE workspace_id = ? AND name = ? AND timestamp >= ?"
+                " AND (timestamp > ? OR (timestamp = ? AND log_offset > ?))"
+                " ORDER BY timestamp, log_offset LIMIT ?",
+                (workspace_id, name, lower, at, at, offset, limit),
+            ).fetchall()
+            return [_profile_event(row) for row in rows]
+
+        return await self._db.read(read)
+
     # -- segment membership index (sqlite_memberships) -----------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
         await self._db.write(PreparedMemberships(batch).apply)
@@ -598,6 +644,31 @@ class SqliteStorage(Storage):
         return await self._db.write(
             lambda conn: sqlite_templates.delete_template(conn, workspace_id, template_id, now)
         )
+
+    # -- workspace policies (sqlite_policies) ----------------------------------
+    async def put_policy(
+        self,
+        workspace_id: str,
+        document: PolicyDocument,
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredPolicy:
+        return await self._db.write(
+            lambda conn: sqlite_policies.put_policy(
+                conn, workspace_id, document, now, expected_version
+            )
+        )
+
+    async def get_policy(
+        self, workspace_id: str, version: int | None = None
+    ) -> StoredPolicy | None:
+        return await self._db.read(
+            lambda conn: sqlite_policies.get_policy(conn, workspace_id, version)
+        )
+
+    async def policies_revision(self) -> int:
+        return await self._db.read(sqlite_policies.policies_revision)
 
     # -- journey definitions (sqlite_journeys) -------------------------------
     async def save_journey(
@@ -694,13 +765,11 @@ class SqliteStorage(Storage):
         )
 
     async def pending_outbox(self, limit: int, after: int = 0) -> list[OutboxMessage]:
-        return await self._db.read(
-            lambda conn: sqlite_journey_runs.pending_messages(conn, limit, after)
-        )
+        return await self._db.read(lambda conn: sqlite_outbox.pending_messages(conn, limit, after))
 
     async def get_outbox(self, workspace_id: str, idempotency_key: str) -> OutboxMessage | None:
         return await self._db.read(
-            lambda conn: sqlite_journey_runs.get_message(conn, workspace_id, idempotency_key)
+            lambda conn: sqlite_outbox.get_message(conn, workspace_id, idempotency_key)
         )
 
     async def mark_outbox(
@@ -712,8 +781,43 @@ class SqliteStorage(Storage):
         error: str | None = None,
     ) -> bool:
         return await self._db.write(
-            lambda conn: sqlite_journey_runs.mark_message(
+            lambda conn: sqlite_outbox.mark_message(
                 conn, workspace_id, idempotency_key, status, now, error
+            )
+        )
+
+    # -- delivery (sqlite_outbox) ----------------------------------------------
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta = DEFAULT_LEASE
+    ) -> list[OutboxMessage]:
+        return await self._db.write(lambda conn: sqlite_outbox.claim_due(conn, now, limit, lease))
+
+    async def next_outbox_at(self) -> datetime | None:
+        return await self._db.read(sqlite_outbox.next_due)
+
+    async def record_attempt(self, attempt: DeliveryAttempt) -> bool:
+        return await self._db.write(lambda conn: sqlite_outbox.record_attempt(conn, attempt))
+
+    async def list_dead(
+        self, workspace_id: str, limit: int, after: int | None = None
+    ) -> OutboxPage:
+        return await self._db.read(
+            lambda conn: sqlite_outbox.list_dead(conn, workspace_id, limit, after)
+        )
+
+    async def replay_dead(
+        self, workspace_id: str, idempotency_key: str, now: datetime
+    ) -> OutboxMessage | None:
+        return await self._db.write(
+            lambda conn: sqlite_outbox.replay_dead(conn, workspace_id, idempotency_key, now)
+        )
+
+    async def list_profile_messages(
+        self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
+    ) -> OutboxPage:
+        return await self._db.read(
+            lambda conn: sqlite_outbox.list_profile_messages(
+                conn, workspace_id, profile_id, limit, before
             )
         )
 

@@ -3,15 +3,14 @@
 ``PreparedRuns`` is a batch's journey part as SQL parameters (every
 encoding error raises before the writer sees the batch), applied by
 ``sqlite._PreparedBatch`` inside the processing transaction. The other
-functions are the reads and the outbox marking ``SqliteStorage`` runs on its
-reader connections and writer thread. See ``rapport.storage.journey_runs``.
+functions are the reads ``SqliteStorage`` runs on its reader connections (the
+outbox is ``sqlite_outbox``). See ``rapport.storage.journey_runs``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
 
 import msgspec
 
@@ -21,18 +20,23 @@ from rapport.storage.journey_runs import (
     InstancePage,
     JourneyMetrics,
     MetricCount,
-    OutboxMessage,
-    check_mark,
     check_page,
     latest_instances,
-    new_messages,
     summed_increments,
 )
-from rapport.storage.sqlite_db import BulkInsert, from_micros, to_micros
+from rapport.storage.sqlite_db import BulkInsert, to_micros
+from rapport.storage.sqlite_outbox import INSERT_MESSAGES, insert_rows
 
 _encode = msgspec.json.Encoder().encode
-_decode_instance = msgspec.json.Decoder(JourneyInstance).decode
-_decode_message = msgspec.json.Decoder(OutboxMessage).decode
+# Instances are stored as MessagePack: about a quarter smaller than JSON,
+# which keeps a typical row (trace included) under SQLite's overflow
+# threshold (~1,000 bytes for a WITHOUT ROWID row on 4 KiB pages). A row
+# past it takes an overflow page of its own: at 100,000 waiting, each firing
+# then rewrote a whole page, four times the WAL traffic. Rows written as
+# JSON before still read (``_decode_instance``); the API shows them as JSON.
+_encode_instance = msgspec.msgpack.Encoder().encode
+_decode_json_instance = msgspec.json.Decoder(JourneyInstance).decode
+_decode_msgpack_instance = msgspec.msgpack.Decoder(JourneyInstance).decode
 
 _UPSERT_INSTANCES = BulkInsert(
     "journey_instances",
@@ -48,21 +52,24 @@ _UPSERT_INSTANCES = BulkInsert(
         "ended_at",
         "doc",
     ),
-    "ON CONFLICT (workspace_id, id) DO UPDATE SET journey_id = excluded.journey_id,"
-    " version = excluded.version, profile_id = excluded.profile_id,"
-    " correlation_key = excluded.correlation_key, status = excluded.status,"
+    # Only what a step changes: a column in SET has its indexes rewritten even
+    # when its value stays, and the profile index is in random order (one
+    # page per instance). The rest moves with a merge only: ``_MOVE_INSTANCES``.
+    "ON CONFLICT (workspace_id, id) DO UPDATE SET status = excluded.status,"
     " live = excluded.live, ended_at = excluded.ended_at, doc = excluded.doc",
+)
+# Rewrites only the rows whose identity columns differ (an instance moved to
+# the merged profile); for every other row it is an index probe.
+_MOVE_INSTANCES = (
+    "UPDATE journey_instances SET journey_id = ?2, version = ?3, profile_id = ?4,"
+    " correlation_key = ?5 WHERE workspace_id = ?1 AND id = ?6 AND (journey_id IS NOT ?2"
+    " OR version IS NOT ?3 OR profile_id IS NOT ?4 OR correlation_key IS NOT ?5)"
 )
 _ADD_METRICS = BulkInsert(
     "journey_metrics",
     ("workspace_id", "journey_id", "version", "step_id", "metric", "count"),
     "ON CONFLICT (workspace_id, journey_id, version, step_id, metric)"
     " DO UPDATE SET count = journey_metrics.count + excluded.count",
-)
-_INSERT_MESSAGES = BulkInsert(
-    "outbox",
-    ("workspace_id", "idempotency_key", "status", "doc"),
-    "ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
 )
 
 # Every live instance, and the latest ended one per (profile, journey, key).
@@ -81,9 +88,6 @@ SELECT doc FROM (
     WHERE workspace_id = ? AND profile_id IN ({marks}) AND live = 0
 ) WHERE rank = 1
 """
-_MESSAGE_COLUMNS = "seq, status, updated_at, error, doc"
-
-_MessageRow = tuple[int, str, int | None, str | None, bytes]
 
 
 class PreparedRuns:
@@ -99,21 +103,20 @@ class PreparedRuns:
                 i.status,
                 int(i.status in LIVE_STATUSES),
                 None if i.ended_at is None else to_micros(i.ended_at),
-                _encode(i),
+                _encode_instance(i),
             )
             for ws, i in latest_instances(batch.journey_instances)
         ]
+        self.moves = [(ws, j, v, p, k, i) for ws, i, j, v, p, k, *_ in self.instances]
         self.metrics = [
             (*key, count) for key, count in summed_increments(batch.journey_metrics).items()
         ]
         self.marker = (batch.consumer, batch.offset)
-        self.messages = [
-            (m.workspace_id, m.idempotency_key, "pending", _encode(m))
-            for m in new_messages(batch.outbox)
-        ]
+        self.messages = insert_rows(batch.outbox)  # rapport.storage.sqlite_outbox
 
     def apply(self, conn: sqlite3.Connection) -> None:
         _UPSERT_INSTANCES.run(conn, self.instances)
+        conn.executemany(_MOVE_INSTANCES, self.moves)
         if self.metrics:
             added = conn.execute(
                 "INSERT INTO journey_metric_batches (consumer, log_offset) VALUES (?, ?)"
@@ -122,7 +125,12 @@ class PreparedRuns:
             ).rowcount
             if added:
                 _ADD_METRICS.run(conn, self.metrics)
-        _INSERT_MESSAGES.run(conn, self.messages)
+        INSERT_MESSAGES.run(conn, self.messages)
+
+
+def _decode_instance(doc: bytes) -> JourneyInstance:
+    """A stored instance: MessagePack, or JSON for rows written before."""
+    return _decode_json_instance(doc) if doc[:1] == b"{" else _decode_msgpack_instance(doc)
 
 
 def load_instances(
@@ -191,51 +199,3 @@ def metrics(conn: sqlite3.Connection, workspace_id: str, journey_id: str) -> Jou
         (workspace_id, journey_id),
     ).fetchall()
     return JourneyMetrics(journey_id, [MetricCount(*row) for row in rows])
-
-
-def pending_messages(conn: sqlite3.Connection, limit: int, after: int) -> list[OutboxMessage]:
-    check_page(limit)
-    rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > ?"
-        " ORDER BY seq LIMIT ?",
-        (after, limit),
-    ).fetchall()
-    return [_message(row) for row in rows]
-
-
-def get_message(
-    conn: sqlite3.Connection, workspace_id: str, idempotency_key: str
-) -> OutboxMessage | None:
-    row = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM outbox WHERE workspace_id = ? AND idempotency_key = ?",
-        (workspace_id, idempotency_key),
-    ).fetchone()
-    return None if row is None else _message(row)
-
-
-def mark_message(
-    conn: sqlite3.Connection,
-    workspace_id: str,
-    idempotency_key: str,
-    status: str,
-    now: datetime,
-    error: str | None,
-) -> bool:
-    check_mark(status, now)
-    cursor = conn.execute(
-        "UPDATE outbox SET status = ?, updated_at = ?, error = ?"
-        " WHERE workspace_id = ? AND idempotency_key = ? AND status = 'pending'",
-        (status, to_micros(now), error, workspace_id, idempotency_key),
-    )
-    return cursor.rowcount > 0
-
-
-def _message(row: _MessageRow) -> OutboxMessage:
-    seq, status, updated_at, error, doc = row
-    return msgspec.structs.replace(
-        _decode_message(doc),
-        seq=seq,
-        status="sent" if status == "sent" else "failed" if status == "failed" else "pending",
-        updated_at=None if updated_at is None else from_micros(updated_at),
-        error=error,
-    )

@@ -27,6 +27,7 @@ from rapport.core.journeys.effects import EMPTY_OUTCOME, Outcome
 from rapport.core.journeys.instances import JourneyInstance, working_copy
 from rapport.core.journeys.model import (
     BusinessEventTrigger,
+    DateTrigger,
     EventTrigger,
     ExitOnEvent,
     MessageStep,
@@ -42,6 +43,13 @@ from rapport.core.journeys.runner import (
     run_from,
     send_message,
     until_date,
+)
+from rapport.core.journeys.triggers import (
+    DATE_REACHED,
+    SCHEDULED_ENTRY,
+    addressed,
+    business_copy_for,
+    trait_value,
 )
 from rapport.core.model import Event, Profile
 
@@ -373,14 +381,28 @@ def _fires(
         fires = event.event == name and event.properties.get("segment_id") == trigger.segment
     elif isinstance(trigger, BusinessEventTrigger):
         # The runtime fans a business event out as one copy per concerned profile,
-        # addressed to her (``profile_id``).
-        fires = event.event == trigger.event and event.profile_id == session.profile.id
+        # addressed to her (``profile_id``), naming the journeys it concerns her for.
+        fires = (
+            event.event == trigger.event
+            and event.profile_id == session.profile.id
+            and business_copy_for(event, journey.id)
+        )
+    elif isinstance(trigger, DateTrigger):
+        # Her date timer came (``journey_triggers``); a value changed since is not hers.
+        fires = addressed(event, DATE_REACHED, journey.id, journey.version, index) and (
+            event.properties.get("value")
+            == trait_value(_trait_values(session.profile), trigger.trait)
+        )
     else:
-        return False  # date and schedule triggers enter through timers, not events
+        fires = addressed(event, SCHEDULED_ENTRY, journey.id, journey.version, index)
     if not fires or not journey.passes(f"$.triggers[{index}].where", event):
         return False
     condition = journey.condition(f"$.triggers[{index}].condition")
     return condition is None or condition.holds(session.context)
+
+
+def _trait_values(profile: Profile) -> dict[str, object]:
+    return {name: trait.value for name, trait in profile.traits.items()}
 
 
 def _reentry_allows(journey: CompiledJourney, same: list[JourneyInstance], now: datetime) -> bool:

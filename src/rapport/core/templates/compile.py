@@ -9,7 +9,7 @@ no harm whoever wrote it:
 - unknown tags are syntax errors and unknown filters are errors at save
   time (found by static analysis, before any render);
 - a template reads only the context roots ``profile``, ``event``,
-  ``journey`` and ``offer`` (plus what it assigns itself): any other name is
+  ``journey``, ``offer`` and ``codes`` (plus what it assigns itself): any other name is
   an error at save time, since nothing could ever fill it;
 - HTML parts (the email ``html``) escape every value they output; a value
   can only reach the HTML unescaped through the ``safe`` filter, written by
@@ -172,6 +172,15 @@ def _compile_source(
         if name not in env.filters:
             line, column = position(source, spans[0].index)
             errors.append(TemplateError(path, f"unknown filter {name!r}", line, column))
+    for variable in analysis.globals.get("codes", ()):
+        # The sender claims codes before rendering: the pool must be known statically.
+        if len(variable.segments) < 2 or not isinstance(variable.segments[1], str):
+            line, column = position(source, variable.span.index)
+            errors.append(
+                TemplateError(
+                    path, "read a promo code as codes.<pool id>, the pool written out", line, column
+                )
+            )
     for name, variables in sorted(analysis.globals.items()):
         if name not in ROOTS:
             line, column = position(source, variables[0].span.index)

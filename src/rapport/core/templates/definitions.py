@@ -43,11 +43,14 @@ MAX_WEBHOOK_DEPTH: Final = 10
 ACTIVE: Final = "active"
 DELETED: Final = "deleted"
 
-ROOTS: Final = ("profile", "event", "journey", "offer")
+DEFAULT_ROOTS: Final = ("profile", "event", "journey", "offer")
+"""The roots a declared default may fill: not ``codes`` (a default promo code
+would be shared by every customer who got it)."""
+ROOTS: Final = (*DEFAULT_ROOTS, "codes")
 """The names a template reads from the render context; anything else is an error."""
 
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_-]*"
-_VARIABLE_PATH = re.compile(rf"(?:{'|'.join(ROOTS)})(?:\.{_SEGMENT})+")
+_VARIABLE_PATH = re.compile(rf"(?:{'|'.join(DEFAULT_ROOTS)})(?:\.{_SEGMENT})+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +286,7 @@ def _variables(value: Any, errors: list[TemplateError]) -> dict[str, Any]:
                 TemplateError(
                     f"$.variables[{path!r}]",
                     "a variable is a path into the context starting with "
-                    f"{', '.join(ROOTS)} (e.g. profile.traits.first_name)",
+                    f"{', '.join(DEFAULT_ROOTS)} (e.g. profile.traits.first_name)",
                 )
             )
     return dict(value)

@@ -1,6 +1,6 @@
 """Rendering a compiled template for one customer: never raises.
 
-The context a template reads has four roots:
+The context a template reads has five roots:
 
 ``profile``
     ``id``; ``traits`` as plain values (``profile.traits.first_name``);
@@ -15,6 +15,12 @@ The context a template reads has four roots:
     The journey's variables for her (a message step's ``data``).
 ``offer``
     The offer chosen for this message, if any (empty otherwise).
+``codes``
+    Promo codes claimed for this customer, by code pool id
+    (``codes.welcome-10``): the composer (``rapport.runtime.compose``) finds
+    the pools a template reads by static analysis, claims one code from each
+    before rendering (the same code every time for one customer) and passes
+    them here; empty in a preview. No declared default can fill it.
 
 The rule for missing values, in order:
 
@@ -58,6 +64,7 @@ class RenderContext:
     event: Mapping[str, Any] = field(default_factory=dict)
     journey: Mapping[str, Any] = field(default_factory=dict)
     offer: Mapping[str, Any] | None = None
+    codes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,7 @@ def render_template(compiled: CompiledTemplate, context: RenderContext) -> Rende
         "event": context.event,
         "journey": context.journey,
         "offer": {} if context.offer is None else context.offer,
+        "codes": context.codes,
     }
     used = _apply_defaults(roots, compiled.variables)
     parts: dict[str, Any] = {}

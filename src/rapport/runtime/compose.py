@@ -1,0 +1,244 @@
+"""From an outbox message to a rendered message a channel can send.
+
+The sender calls ``Composer`` on each message the policy gate let through.
+The gate chose the channel and the address (``message.verdict``); the
+composer does the rest, reading only stored facts, so composing the same
+message again (a retry after a crash) gives the same message:
+
+1. the profile, following merges (``profile`` in the template);
+2. the event that triggered the journey, found in her timeline by message
+   id (``event``; empty when the step names none or it is no longer there);
+3. the template: the step's ``template`` if it is written for the chosen
+   channel, else ``<template>-<channel>`` (``delivery-alert`` for email and
+   ``delivery-alert-sms`` for SMS let one step fall back across channels);
+   its latest version, recorded as ``metadata["template_version"]``;
+4. promo codes: one per pool the template reads (``codes.<pool>``, found by
+   static analysis), claimed before rendering and the same for her on every
+   message (``rapport.core.code_pools``);
+5. signed links for the chosen channel and the step's topic
+   (``rapport.channels.links.message_links``);
+6. the render of the template's parts.
+
+Anything that cannot come right by retrying (no template for the channel, a
+render failure, an exhausted or unknown pool) raises
+``PermanentDeliveryError`` with a detail that says what to fix; the message
+goes to the dead-letter list with it. A code claimed before a failed render
+stays hers: the replayed message shows the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import msgspec
+
+from rapport.channels.base import Category, OutgoingMessage, PermanentDeliveryError
+from rapport.channels.links import LinkSigner, message_links
+from rapport.core.clock import Clock
+from rapport.core.code_pools import (
+    CodePoolNotFound,
+    UnresolvablePoolReference,
+    template_code_pools,
+)
+from rapport.core.journeys.effects import SendEffect
+from rapport.core.model import Event, Profile
+from rapport.core.templates import (
+    CompiledTemplate,
+    RenderContext,
+    RenderFailure,
+    TemplateCache,
+    TemplateDefinition,
+    event_context,
+    profile_context,
+    render_template,
+)
+from rapport.storage.base import Storage
+from rapport.storage.journey_runs import OutboxMessage
+
+TIMELINE_PAGE = 100
+MAX_TIMELINE_SCAN = 2000
+"""Events of her timeline searched for the trigger, newest first, before giving up
+(the template then sees an empty ``event``)."""
+
+_decode_event = msgspec.json.Decoder(Event).decode
+_encode_json = msgspec.json.Encoder().encode
+_CONTENT_NAMES = {("push", "deep_link"): "url"}
+"""Template part -> ``OutgoingMessage.content`` key, where they differ."""
+
+
+class Composer:
+    """``await composer(message)``: the ``OutgoingMessage`` for an outbox message."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        signer: LinkSigner,
+        public_url: str,
+        clock: Clock,
+        *,
+        templates: TemplateCache | None = None,
+    ) -> None:
+        self._storage = storage
+        self._signer = signer
+        self._public_url = public_url
+        self._clock = clock
+        self._templates = templates or TemplateCache()
+
+    async def __call__(self, message: OutboxMessage) -> OutgoingMessage:
+        effect = message.effect
+        if not isinstance(effect, SendEffect):
+            raise PermanentDeliveryError(
+                f"message {message.idempotency_key!r} is a webhook call, not a message to compose"
+            )
+        verdict = message.verdict
+        if verdict is None or verdict.channel is None:
+            raise PermanentDeliveryError(
+                f"message {message.idempotency_key!r} has no channel: the policy gate chose none"
+            )
+        channel = verdict.channel
+        workspace_id = message.workspace_id
+        profile = await self._profile(workspace_id, message.profile_id)
+        definition = await self._template(workspace_id, effect.template, channel)
+        compiled = self._compiled(definition)
+        codes = await self._claim_codes(compiled, profile.id, message)
+        event = await self._trigger(workspace_id, profile.id, effect.trigger_message_id)
+        context = RenderContext(
+            profile=profile_context(profile),
+            event={} if event is None else event_context(event),
+            journey=effect.data,
+            codes=codes,
+        )
+        rendered = render_template(compiled, context)
+        if isinstance(rendered, RenderFailure):
+            raise PermanentDeliveryError(_render_detail(definition, rendered))
+        links = message_links(
+            self._signer,
+            self._public_url,
+            workspace_id=workspace_id,
+            profile_id=profile.id,
+            idempotency_key=message.idempotency_key,
+            channel=channel,
+            topic=effect.topic,
+        )
+        return OutgoingMessage(
+            idempotency_key=message.idempotency_key,
+            workspace_id=workspace_id,
+            profile_id=profile.id,
+            channel=channel,
+            to=verdict.address or profile.id,
+            category=cast(Category, effect.category),
+            topic=effect.topic,
+            content=_content(channel, rendered.parts),
+            links=links,
+            metadata={
+                "journey_id": effect.journey_id,
+                "version": effect.version,
+                "step_id": effect.step_id,
+                "template": definition.id,
+                "template_version": definition.version,
+            },
+        )
+
+    async def _profile(self, workspace_id: str, profile_id: str) -> Profile:
+        live = await self._storage.resolve_profile_id(workspace_id, profile_id)
+        if live is not None:
+            found = await self._storage.load_profiles(workspace_id, [live])
+            if live in found:
+                return found[live]
+        raise PermanentDeliveryError(f"profile {profile_id!r} no longer exists")
+
+    async def _template(
+        self, workspace_id: str, template_id: str, channel: str
+    ) -> TemplateDefinition:
+        named = await self._storage.get_template(workspace_id, template_id)
+        if named is not None and named.channel == channel:
+            return named
+        variant_id = f"{template_id}-{channel}"
+        variant = await self._storage.get_template(workspace_id, variant_id)
+        if variant is not None and variant.channel == channel:
+            return variant
+        if named is None:
+            raise PermanentDeliveryError(f"template {template_id!r} does not exist")
+        raise PermanentDeliveryError(
+            f"template {template_id!r} is for {named.channel}, the message goes by {channel}"
+            f" and there is no {channel} template {variant_id!r}"
+        )
+
+    def _compiled(self, definition: TemplateDefinition) -> CompiledTemplate:
+        compiled = self._templates.get(definition)
+        if isinstance(compiled, list):
+            errors = "; ".join(str(error) for error in compiled)
+            raise PermanentDeliveryError(
+                f"template {definition.id!r} version {definition.version} does not compile:"
+                f" {errors}"
+            )
+        return compiled
+
+    async def _claim_codes(
+        self, compiled: CompiledTemplate, profile_id: str, message: OutboxMessage
+    ) -> dict[str, str]:
+        try:
+            pools = template_code_pools(compiled)
+        except UnresolvablePoolReference as error:
+            raise PermanentDeliveryError(
+                f"template {compiled.id!r} version {compiled.version}: {error}"
+            ) from None
+        codes: dict[str, str] = {}
+        for pool_id in pools:
+            try:
+                code = await self._storage.code_pools.claim_code(
+                    message.workspace_id,
+                    pool_id,
+                    profile_id,
+                    message.idempotency_key,
+                    now=self._clock.now(),
+                )
+            except CodePoolNotFound:
+                raise PermanentDeliveryError(
+                    f"template {compiled.id!r} reads codes.{pool_id} but there is no code pool"
+                    f" {pool_id!r}"
+                ) from None
+            if code is None:
+                raise PermanentDeliveryError(
+                    f"code pool {pool_id!r} is exhausted: no code left for template"
+                    f" {compiled.id!r} (add codes: POST /api/code-pools/{pool_id}/codes)"
+                )
+            codes[pool_id] = code
+        return codes
+
+    async def _trigger(
+        self, workspace_id: str, profile_id: str, message_id: str | None
+    ) -> Event | None:
+        if message_id is None:
+            return None
+        before: int | None = None
+        scanned = 0
+        while scanned < MAX_TIMELINE_SCAN:
+            page = await self._storage.list_profile_events(
+                workspace_id, profile_id, TIMELINE_PAGE, before
+            )
+            for stored in page.events:
+                if stored.message_id == message_id:
+                    return _decode_event(stored.body)
+            scanned += len(page.events)
+            if page.next_before is None:
+                return None
+            before = page.next_before
+        return None
+
+
+def _content(channel: str, parts: dict[str, Any]) -> dict[str, str]:
+    """Rendered parts as ``OutgoingMessage.content``: text, a webhook body as JSON text."""
+    content: dict[str, str] = {}
+    for name, value in parts.items():
+        key = _CONTENT_NAMES.get((channel, name), name)
+        content[key] = value if isinstance(value, str) else _encode_json(value).decode()
+    return content
+
+
+def _render_detail(definition: TemplateDefinition, failure: RenderFailure) -> str:
+    where = failure.path if failure.line is None else f"{failure.path} line {failure.line}"
+    return (
+        f"template {definition.id!r} version {definition.version} failed to render"
+        f" ({failure.code}) at {where}: {failure.message}"
+    )

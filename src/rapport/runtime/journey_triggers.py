@@ -1,0 +1,451 @@
+"""The journey-trigger consumer: schedules, publishes, resumes and business events fanned out.
+
+Some triggers concern many customers at once: a schedule's run enters every
+member of its audience, a business event every customer it names, a newly
+published date trigger every profile already holding the date, a resume
+every instance the pause stopped. None of that is done in one processing
+step (unbounded work and memory in one transaction). Instead this consumer
+(``journey-triggers`` in the consumer offsets) reads the log, and for each
+such *control* event appends one internal event per concerned profile,
+page by page; the processor then handles each in that profile's order like
+any other event (``engine._fires``, ``journey_effects``):
+
+* ``Journey Published`` (appended by ``journey_admin.apply_action``): each
+  ``schedule`` trigger gets a scheduled row for its first run; when the
+  version has ``date`` triggers, every profile holding one of their traits
+  gets a ``Journey Date Sync`` (``journey_dates`` computes her timer);
+* ``Journey Schedule Run`` (that row, delivered by the relay when due):
+  if the version still takes entries, every current member of the
+  audience segment (membership index, paged) gets a ``Journey Scheduled
+  Entry``; then the next run is scheduled (a paused journey skips the run
+  but keeps its schedule; an archived or superseded version stops);
+* ``Journey Resume Requested``: every profile with an instance the pause
+  stopped gets a ``Journey Resumed``, which the processor hands to
+  ``engine.on_resume``;
+* a business event (``business_events.fan_out``).
+
+Exactly once: every appended event has a message id derived from the
+control event and the profile (the log drops a second append), and the
+next run's row is committed with this consumer's offset. A crash replays
+the control events after the committed offset: nothing is entered twice,
+no run fires twice. A control event is handled only once the processor
+and the membership index have caught up with it, so the timelines and
+members it reads include everything logged before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import structlog
+
+from rapport.core.clock import Clock
+from rapport.core.identity import IdentityRules
+from rapport.core.journeys import PUBLISHED, parse_journey
+from rapport.core.journeys.lifecycle import RUNNING
+from rapport.core.journeys.model import DateTrigger, Journey, ScheduleTrigger
+from rapport.core.journeys.triggers import (
+    DATE_SYNC,
+    JOURNEY_SOURCE,
+    RESUMED,
+    SCHEDULED_ENTRY,
+    next_run,
+)
+from rapport.core.model import Event, LogEntry, ScheduledEvent
+from rapport.runtime.business_events import fan_out, is_business_event
+from rapport.runtime.journey_catalogs import JourneyCatalogs
+from rapport.storage.base import EventLog, ProcessingBatch, Storage
+
+log = structlog.get_logger("rapport.journey_triggers")
+
+CONSUMER = "journey-triggers"
+CONTROL_SOURCE = "rapport:journey-triggers"
+PUBLISHED_EVENT = "Journey Published"
+SCHEDULE_RUN = "Journey Schedule Run"
+RESUME_REQUESTED = "Journey Resume Requested"
+SCHEDULE_KEY_PREFIX = "journey-schedule:"
+PAGE_SIZE = 1000
+POLL_INTERVAL = 0.25
+OFFSET_COMMIT_INTERVAL = 1.0
+MAX_BACKOFF = 5.0
+
+Ready = Callable[[int], Awaitable[bool]]
+"""Whether the log up to an offset is processed and indexed (waits a little)."""
+
+
+def is_control(event: Event) -> bool:
+    """An event for this consumer alone: the processor skips it (it addresses no one)."""
+    return event.source == CONTROL_SOURCE or is_business_event(event)
+
+
+def control_event(ws: str, name: str, message_id: str, at: datetime, **props: object) -> Event:
+    return Event(
+        workspace_id=ws,
+        message_id=message_id,
+        type="track",
+        event=name,
+        timestamp=at,
+        received_at=at,
+        source=CONTROL_SOURCE,
+        properties=dict(props),
+    )
+
+
+def published_event(ws: str, journey_id: str, version: int, now: datetime) -> Event:
+    return control_event(
+        ws,
+        PUBLISHED_EVENT,
+        f"journey-published:{journey_id}:v{version}",
+        now,
+        journey_id=journey_id,
+        version=version,
+    )
+
+
+def resume_event(ws: str, journey_id: str, now: datetime) -> Event:
+    return control_event(
+        ws,
+        RESUME_REQUESTED,
+        f"journey-resume:{journey_id}:{now.isoformat()}",
+        now,
+        journey_id=journey_id,
+    )
+
+
+def schedule_row(
+    ws: str, journey_id: str, version: int, index: int, run_at: datetime
+) -> ScheduledEvent:
+    """The stored timer of one run: one row per (journey version, trigger), the next run."""
+    key = f"{SCHEDULE_KEY_PREFIX}{journey_id}:{version}:{index}"
+    event = control_event(
+        ws,
+        SCHEDULE_RUN,
+        f"journey-schedule:{journey_id}:v{version}:{index}:{run_at.isoformat()}",
+        run_at,
+        journey_id=journey_id,
+        version=version,
+        trigger=index,
+        run_at=run_at.isoformat(),
+    )
+    return ScheduledEvent(workspace_id=ws, key=key, due_at=run_at, event=event)
+
+
+class JourneyTriggers:
+    """Follows the log and fans control events out (see the module doc)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        log: EventLog,
+        clock: Clock,
+        rules: IdentityRules,
+        *,
+        ready: Ready | None = None,
+        on_appended: Callable[[], None] | None = None,
+        consumer: str = CONSUMER,
+        batch_size: int = 500,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self._storage = storage
+        self._log = log
+        self._clock = clock
+        self._rules = rules
+        self._ready = ready
+        self.on_appended = on_appended
+        self.on_scheduled: Callable[[], None] | None = None
+        """Called after a commit that scheduled a run (the relay's ``notify``)."""
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.page_size = page_size
+        self._catalogs = JourneyCatalogs(storage)
+        self._offset: int | None = None
+        self._committed = 0
+        self._committed_at = 0.0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self.running = False
+        self.appended_total = 0
+        """Internal events appended since start (duplicates not counted)."""
+
+    @property
+    def handled_offset(self) -> int:
+        return self._offset or 0
+
+    async def load_offset(self) -> int:
+        self._offset = self._committed = await self._storage.consumer_offset(self.consumer)
+        await self._announce()
+        return self._offset
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def wait_handled(self, offset: int, timeout: float) -> bool:
+        """Wait until the log up to ``offset`` is handled; False on timeout."""
+        if self.handled_offset >= offset:
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(lambda: self.handled_offset >= offset)
+        return self.handled_offset >= offset
+
+    async def _announce(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    # -- one step ------------------------------------------------------------
+    async def run_once(self) -> int:
+        """Handle the next batch of the log; returns how many entries were passed."""
+        if self._offset is None:
+            await self.load_offset()
+        entries = await self._log.read(self.handled_offset, self.batch_size)
+        rows: list[ScheduledEvent] = []
+        handled = 0
+        passed: LogEntry | None = None
+        for entry in entries:
+            if is_control(entry.event):
+                if self._ready is not None and not await self._ready(entry.offset):
+                    break  # handled once what came before it is processed
+                rows.extend(await self._handle(entry.event))
+                handled += 1
+            passed = entry
+        if passed is None:
+            return 0
+        loop_time = asyncio.get_running_loop().time()
+        if handled or loop_time - self._committed_at >= OFFSET_COMMIT_INTERVAL:
+            await self._storage.commit_processing(
+                ProcessingBatch(consumer=self.consumer, offset=passed.offset, scheduled=rows)
+            )
+            self._committed, self._committed_at = passed.offset, loop_time
+            if rows and self.on_scheduled is not None:
+                self.on_scheduled()
+        self._offset = passed.offset
+        await self._announce()
+        return len(entries) if passed is entries[-1] else entries.index(passed) + 1
+
+    async def _handle(self, event: Event) -> list[ScheduledEvent]:
+        if is_business_event(event):
+            catalog = (await self._catalogs.for_workspaces([event.workspace_id]))[
+                event.workspace_id
+            ]
+            journeys = [catalog.running[key] for key in sorted(catalog.running)]
+            self._count(
+                await fan_out(
+                    self._storage,
+                    self._log,
+                    self._rules,
+                    journeys,
+                    event,
+                    self._clock.now(),
+                    self.page_size,
+                )
+            )
+            return []
+        if event.event == PUBLISHED_EVENT:
+            return await self._published(event)
+        if event.event == SCHEDULE_RUN:
+            return await self._run(event)
+        if event.event == RESUME_REQUESTED:
+            await self._resume(event)
+        return []
+
+    async def _journey(self, event: Event) -> tuple[Journey, int, str] | None:
+        """The version a control event names, parsed, with its status; None if not running."""
+        journey_id = str(event.properties.get("journey_id"))
+        version = event.properties.get("version")
+        if not isinstance(version, int):
+            return None
+        stored = await self._storage.get_journey_version(event.workspace_id, journey_id, version)
+        if stored is None or stored.status not in RUNNING:
+            return None
+        return parse_journey(stored.definition), version, stored.status
+
+    async def _published(self, event: Event) -> list[ScheduledEvent]:
+        found = await self._journey(event)
+        if found is None:
+            return []
+        journey, version, _ = found
+        ws = event.workspace_id
+        rows: list[ScheduledEvent] = []
+        for index, trigger in enumerate(journey.triggers):
+            if isinstance(trigger, ScheduleTrigger):
+                first = next_run(trigger.schedule, event.timestamp, journey.time_zone.default)
+                if first is not None:
+                    rows.append(schedule_row(ws, journey.id, version, index, first))
+        await self._sync_dates(ws, journey, version, event, f"v{version}")
+        return rows
+
+    async def _sync_dates(
+        self, ws: str, journey: Journey, version: int, cause: Event, tag: str
+    ) -> None:
+        """A ``Journey Date Sync`` to every profile holding one of its date traits."""
+        traits = {t.trait.split(".")[0] for t in journey.triggers if isinstance(t, DateTrigger)}
+        if not traits:
+            return
+        after: str | None = None
+        while True:
+            profiles = await self._storage.scan_profiles(ws, after, self.page_size)
+            syncs = [
+                Event(
+                    workspace_id=ws,
+                    message_id=f"journey-date-sync:{journey.id}:{tag}:{p.id}",
+                    type="track",
+                    event=DATE_SYNC,
+                    timestamp=cause.timestamp,
+                    received_at=self._clock.now(),
+                    source=JOURNEY_SOURCE,
+                    properties={"journey_id": journey.id, "version": version},
+                    profile_id=p.id,
+                )
+                for p in profiles
+                if any(p.traits.get(t) is not None for t in traits)
+            ]
+            await self._append(syncs)
+            if len(profiles) < self.page_size:
+                return
+            after = profiles[-1].id
+
+    async def _run(self, event: Event) -> list[ScheduledEvent]:
+        found = await self._journey(event)
+        index = event.properties.get("trigger")
+        if found is None or not isinstance(index, int):
+            return []  # archived (or gone): the schedule stops
+        journey, version, status = found
+        ws = event.workspace_id
+        trigger = journey.triggers[index] if 0 <= index < len(journey.triggers) else None
+        if not isinstance(trigger, ScheduleTrigger):
+            return []
+        entry = await self._storage.entry_journey_version(ws, journey.id)
+        if entry is not None and entry.version != version:
+            return []  # a newer version took over, with a schedule of its own
+        run_at = datetime.fromisoformat(str(event.properties.get("run_at")))
+        if status == PUBLISHED:
+            await self._enter_audience(event, journey.id, version, index, trigger, run_at)
+        else:
+            log.info("journeys.schedule_run_paused", journey_id=journey.id, run_at=str(run_at))
+        # Runs missed while nothing ran (a long outage) are not caught up one by one.
+        after = max(run_at, self._clock.now())
+        upcoming = next_run(trigger.schedule, after, journey.time_zone.default)
+        return [] if upcoming is None else [schedule_row(ws, journey.id, version, index, upcoming)]
+
+    async def _enter_audience(
+        self,
+        event: Event,
+        journey_id: str,
+        version: int,
+        index: int,
+        trigger: ScheduleTrigger,
+        run_at: datetime,
+    ) -> None:
+        ws = event.workspace_id
+        after: str | None = None
+        while True:
+            page = await self._storage.list_segment_members(
+                ws, trigger.segment, self.page_size, after
+            )
+            now = self._clock.now()
+            await self._append(
+                [
+                    Event(
+                        workspace_id=ws,
+                        message_id=(
+                            f"journey-run:{journey_id}:v{version}:{index}"
+                            f":{run_at.isoformat()}:{member.profile_id}"
+                        ),
+                        type="track",
+                        event=SCHEDULED_ENTRY,
+                        timestamp=run_at,
+                        received_at=now,
+                        source=JOURNEY_SOURCE,
+                        properties={
+                            "journey_id": journey_id,
+                            "version": version,
+                            "trigger": index,
+                            "run_at": run_at.isoformat(),
+                        },
+                        profile_id=member.profile_id,
+                    )
+                    for member in page.members
+                ]
+            )
+            if page.next_after is None:
+                return
+            after = page.next_after
+
+    async def _resume(self, event: Event) -> None:
+        ws = event.workspace_id
+        journey_id = str(event.properties.get("journey_id"))
+        after: str | None = None
+        while True:
+            page = await self._storage.list_journey_instances(ws, journey_id, self.page_size, after)
+            profiles = sorted(
+                {i.profile_id for i in page.instances if i.live and i.paused_since is not None}
+            )
+            now = self._clock.now()
+            await self._append(
+                [
+                    Event(
+                        workspace_id=ws,
+                        message_id=f"journey-resumed:{event.message_id}:{profile_id}",
+                        type="track",
+                        event=RESUMED,
+                        timestamp=now,
+                        received_at=now,
+                        source=JOURNEY_SOURCE,
+                        properties={"journey_id": journey_id},
+                        profile_id=profile_id,
+                    )
+                    for profile_id in profiles
+                ]
+            )
+            if page.next_after is None:
+                break
+            after = page.next_after
+        # Date timers were not kept up while paused: set them again.
+        entry = await self._storage.entry_journey_version(ws, journey_id)
+        if entry is not None:
+            journey = parse_journey(entry.definition)
+            await self._sync_dates(ws, journey, entry.version, event, event.message_id)
+
+    async def _append(self, events: list[Event]) -> None:
+        if events:
+            self._count(sum(await self._log.append(events)))
+
+    def _count(self, appended: int) -> None:
+        self.appended_total += appended
+        if appended and self.on_appended is not None:
+            self.on_appended()
+
+    # -- the loop ------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Handle until ``stop`` is set; storage trouble is logged and retried."""
+        attempts = 0
+        self.running = True
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    done = await self.run_once()
+                    attempts = 0
+                except Exception as exc:  # retried: a control event is never skipped
+                    attempts += 1
+                    log.error(
+                        "journey_triggers.failed",
+                        after_offset=self.handled_offset,
+                        attempt=attempts,
+                        exc_info=exc,
+                    )
+                    done = 0
+                if done == 0:
+                    delay = POLL_INTERVAL if not attempts else min(MAX_BACKOFF, 0.1 * 2**attempts)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        finally:
+            self.running = False
+            if self._offset is not None and self._offset > self._committed:
+                with contextlib.suppress(Exception):
+                    await self._storage.commit_processing(
+                        ProcessingBatch(consumer=self.consumer, offset=self._offset)
+                    )
