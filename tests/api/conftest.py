@@ -31,7 +31,11 @@ class ApiHarness:
 
 
 async def open_harness(tmp: Path, **overrides: object) -> tuple[Rapport, ApiHarness]:
-    settings = load_settings({"data_dir": str(tmp / "data"), **overrides}, environ={})
+    # No sender unless a test asks for one: these tests read the outbox as the
+    # processing step left it (delivery has its own tests, and the stories).
+    settings = load_settings(
+        {"data_dir": str(tmp / "data"), "sender": "off", **overrides}, environ={}
+    )
     runtime = await Rapport.open(settings)
     await runtime.start()
     write_key = await runtime.create_key("write")

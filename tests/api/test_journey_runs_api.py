@@ -82,7 +82,9 @@ async def runs(
 
     async def open_() -> ApiHarness:
         await close()
-        runtime = await Rapport.open(load_settings(overrides, environ={}), clock=clock)
+        # No sender: these tests read the outbox as the processing steps left it.
+        settings = load_settings({"sender": "off", **overrides}, environ={})
+        runtime = await Rapport.open(settings, clock=clock)
         await runtime.start()
         if not keys:
             keys["write"] = await runtime.create_key("write")

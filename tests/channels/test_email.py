@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from rapport.channels.base import OutgoingMessage, PermanentDeliveryError, TransientDeliveryError
 from rapport.channels.email import EmailChannel, message_id
 from rapport.channels.links import LinkSigner, message_links
-from tests.channels.conftest import MailSink, SmtpServer
+from tests.providers import MailSink, SmtpServer
 
 PUBLIC = "https://rapport.example.com"
 HTML = """<html><body>

@@ -18,7 +18,7 @@ from rapport.channels.push import PushChannel
 from rapport.channels.sms import SmsChannel
 from rapport.channels.webhook import WebhookChannel, verify_webhook
 from rapport.core.clock import VirtualClock
-from tests.channels.conftest import HttpProvider, json_answer
+from tests.providers import HttpProvider, json_answer
 
 PUBLIC = "https://rapport.example.com"
 

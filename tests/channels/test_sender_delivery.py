@@ -24,7 +24,7 @@ from rapport.runtime.relay import Relay
 from rapport.runtime.sender import Sender
 from rapport.runtime.sender_limits import SenderConfig
 from rapport.storage.memory import MemoryEventLog, MemoryStorage
-from tests.channels.conftest import Hit, HttpProvider, MailSink
+from tests.providers import Hit, HttpProvider, MailSink
 from tests.unit.sender_helpers import T0, WS, commit, compose, send_message, webhook_message
 
 

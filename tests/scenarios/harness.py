@@ -13,14 +13,20 @@ nothing but that API:
 * ``effects()``: every send effect the journeys produced, read from the
   outbox with the policy gate's verdict; ``sent()``: those the gate let go.
 
-Later stories extend it with a real SMTP sink and HTTP endpoints: the
-outbox is what the channels will deliver.
+Delivery is real: the Rapport under test talks SMTP to an aiosmtpd server
+and HTTP to a recording server standing in for a Twilio-compatible SMS API
+and a push gateway, all on loopback (``tests.providers``). ``mails()``,
+``texts()`` and ``pushes()`` read what they actually received. Links in
+messages point at the API client's base URL, so a test can follow them
+(``follow``) as the customer's mail client would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
 import itertools
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,12 +36,17 @@ from typing import Any
 
 import httpx
 import yaml
+from starlette.responses import JSONResponse, Response
 
 from rapport.api.app import create_app
 from rapport.core.clock import VirtualClock
 from rapport.core.journeys.effects import SendEffect
 from rapport.runtime.service import DEFAULT_WORKSPACE, Rapport
 from rapport.settings import load_settings
+from tests.providers import Hit, HttpProvider, SmtpServer, http_provider, smtp_server
+
+PUBLIC_URL = "http://rapport.test"
+SMS_SID = "AC-scenario"
 
 KINDS = {
     "segment": "/api/segments",
@@ -82,7 +93,11 @@ class Scenario:
         write_key: str,
         secret_key: str,
         workspace_id: str,
+        smtp: SmtpServer,
+        http: HttpProvider,
     ) -> None:
+        self.smtp = smtp
+        self.http = http
         self.rapport = rapport
         self.client = client
         self.clock = clock
@@ -197,6 +212,31 @@ class Scenario:
 
     async def advance_to(self, when: datetime) -> None:
         await self.advance(when - self.now)
+
+    # -- what the channels delivered ---------------------------------------------
+    def mails(self, to: str | None = None) -> list[email.message.EmailMessage]:
+        """Mail the SMTP server accepted (for ``to``), in arrival order."""
+        return [r.message for r in self.smtp.sink.received if to is None or to in r.rcpt_tos]
+
+    def texts(self, to: str | None = None) -> list[dict[str, str]]:
+        """SMS the Twilio-compatible API received (its form fields), in arrival order."""
+        found = []
+        for hit in self.http.hits:
+            if hit.path.endswith("/Messages.json"):
+                form = dict(urllib.parse.parse_qsl(hit.body.decode()))
+                if to is None or form.get("To") == to:
+                    found.append(form)
+        return found
+
+    def pushes(self) -> list[Hit]:
+        return [hit for hit in self.http.hits if hit.path == "/push"]
+
+    async def follow(self, url: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
+        """Open a link from a message (it points at the API client's base URL)."""
+        assert url.startswith(PUBLIC_URL), url
+        response = await self.client.request(method, url.removeprefix(PUBLIC_URL), **kwargs)
+        await self.settle()
+        return response
 
     # -- what happened ----------------------------------------------------------
     async def sent(self, user: str | None = None) -> list[Sent]:
@@ -322,26 +362,49 @@ class Scenario:
         return answer
 
 
+def _provider_answer(hit: Hit) -> Response:
+    if hit.path.endswith("/Messages.json"):
+        return JSONResponse({"sid": f"SM{len(hit.body):06d}{abs(hash(hit.body)) % 10**8:08d}"})
+    return JSONResponse({"id": "accepted"})
+
+
 @asynccontextmanager
 async def open_scenario(tmp: Path, start: datetime) -> AsyncIterator[Scenario]:
-    """A started Rapport on ``tmp/data`` (SQLite) with its clock at ``start``."""
+    """A started Rapport on ``tmp/data`` (SQLite) with its clock at ``start``, delivering
+    to a real SMTP server and a real HTTP server (SMS API and push gateway) on loopback."""
     clock = VirtualClock(start)
-    settings = load_settings(
-        {"data_dir": str(tmp / "data"), "sqlite_synchronous": "OFF"}, environ={}
-    )
-    runtime = await Rapport.open(settings, clock=clock)
-    await runtime.start()
-    client: httpx.AsyncClient | None = None
-    try:
-        write_key = await runtime.create_key("write")
-        secret_key = await runtime.create_key("secret")
-        workspace = await runtime.storage.find_workspace(DEFAULT_WORKSPACE)
-        assert workspace is not None
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(runtime)), base_url="http://rapport.test"
+    async with smtp_server() as smtp, http_provider() as http:
+        http.answer = _provider_answer
+        settings = load_settings(
+            {
+                "data_dir": str(tmp / "data"),
+                "sqlite_synchronous": "OFF",
+                "public_url": PUBLIC_URL,
+                "smtp_host": "127.0.0.1",
+                "smtp_port": smtp.port,
+                "smtp_tls": "none",
+                "email_from": "Rapport Shop <shop@rapport.test>",
+                "sms_base_url": http.base_url,
+                "sms_account_sid": SMS_SID,
+                "sms_auth_token": "token",
+                "sms_from": "+15550001111",
+                "push_gateway_url": f"{http.base_url}/push",
+            },
+            environ={},
         )
-        yield Scenario(runtime, client, clock, write_key, secret_key, workspace.id)
-    finally:
-        if client is not None:
-            await client.aclose()
-        await runtime.close()
+        runtime = await Rapport.open(settings, clock=clock)
+        await runtime.start()
+        client: httpx.AsyncClient | None = None
+        try:
+            write_key = await runtime.create_key("write")
+            secret_key = await runtime.create_key("secret")
+            workspace = await runtime.storage.find_workspace(DEFAULT_WORKSPACE)
+            assert workspace is not None
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(runtime)), base_url=PUBLIC_URL
+            )
+            yield Scenario(runtime, client, clock, write_key, secret_key, workspace.id, smtp, http)
+        finally:
+            if client is not None:
+                await client.aclose()
+            await runtime.close()

@@ -116,6 +116,25 @@ async def test_the_third_view_within_an_hour_sends_one_offer_within_seconds(
     rendered = await s.preview(offer.template, "ana", offer.data)
     assert rendered["parts"]["subject"] == "15% off coats and jackets"
 
+    # The mail itself reached a real SMTP server, personalised, with a working
+    # one-click unsubscribe for its topic.
+    [mail] = s.mails("ana@example.com")
+    assert mail["Subject"] == "15% off coats and jackets"
+    assert mail["To"] == "ana@example.com"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    body = mail.get_body(("plain",))
+    assert body is not None and "15% off coats and jackets for 48 hours" in body.get_content()
+    unsubscribe = mail["List-Unsubscribe"].strip("<>")
+    r = await s.follow(
+        unsubscribe,
+        "POST",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
+    consent = (await s.profile("ana"))["consent"]
+    assert consent["topic:offers"]["granted"] is False
+
     # Views spread over more than an hour never add up to three.
     await view(s, "ben")
     await s.advance(timedelta(minutes=40))
@@ -140,6 +159,8 @@ async def test_buying_before_the_email_goes_out_sends_nothing(scenario: Scenario
     await s.advance(timedelta(hours=2))
 
     assert await s.effects("cleo") == []
+    assert s.mails("cleo@example.com") == []
+    assert len(s.mails("ana@example.com")) == 1
     cleo = await s.instance("leather-jacket-nudge", "cleo")
     assert cleo["status"] == "exited"
     assert [m.template for m in await s.sent("ana")] == ["coats-jackets-discount"]
@@ -162,6 +183,7 @@ async def test_no_second_offer_within_seven_days_however_often_she_looks(
             await view(s, "ana")
         await s.advance(timedelta(minutes=1))
         assert len(await s.effects("ana")) == 1, f"a second offer {day} days later"
+        assert len(s.mails("ana@example.com")) == 1
 
     # A week after the first offer, she may be offered again.
     await s.advance_to(s.now + timedelta(days=2))
@@ -173,3 +195,4 @@ async def test_no_second_offer_within_seven_days_however_often_she_looks(
     assert len(await s.effects("ana")) == 2
     assert offers[1].created_at - offers[0].created_at >= timedelta(days=7)
     assert offers[0].idempotency_key != offers[1].idempotency_key
+    assert len(s.mails("ana@example.com")) == 2

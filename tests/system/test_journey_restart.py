@@ -99,6 +99,11 @@ def instance_counts(server: RapportServer, secret_key: str) -> dict[str, int]:
         return counts
 
 
+NO_SENDER = {"RAPPORT_SENDER": "off"}
+"""The waits are what this test is about: messages stay in the outbox to be counted
+(delivery after a SIGKILL has its own test)."""
+
+
 def read_outcome(
     data_dir: Path,
 ) -> tuple[list[tuple[str, str, str]], list[JourneyInstance], list[str]]:
@@ -148,7 +153,7 @@ def test_every_wait_fires_once_after_a_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     write_key = create_key(data_dir, "write")
     secret_key = create_key(data_dir, "secret")
-    server = RapportServer(data_dir).start()
+    server = RapportServer(data_dir, NO_SENDER).start()
     try:
         with httpx.Client(base_url=server.url, headers=bearer(secret_key), timeout=30) as admin:
             response = admin.post("/api/journeys", json=JOURNEY)
@@ -192,7 +197,7 @@ def test_every_wait_fires_once_after_a_sigkill(tmp_path: Path) -> None:
     assert len(outbox) == CUSTOMERS and {t for _, t, _ in outbox} == {"restart-1"}
     assert timers == []
 
-    server = RapportServer(data_dir).start()
+    server = RapportServer(data_dir, NO_SENDER).start()
     try:
         with httpx.Client(base_url=server.url, headers=bearer(secret_key), timeout=30) as admin:
             metrics = poll(

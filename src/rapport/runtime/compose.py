@@ -28,12 +28,13 @@ stays hers: the replayed message shows the same code.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgspec
 
 from rapport.channels.base import Category, OutgoingMessage, PermanentDeliveryError
-from rapport.channels.links import LinkSigner, message_links
+from rapport.channels.links import LinkSigner, confirmation_link, message_links
 from rapport.core.clock import Clock
 from rapport.core.code_pools import (
     CodePoolNotFound,
@@ -55,6 +56,8 @@ from rapport.core.templates import (
 from rapport.storage.base import Storage
 from rapport.storage.journey_runs import OutboxMessage
 
+CONFIRMATION_TEMPLATE = "contact-confirmation"
+_BUILTIN_AT = datetime(2026, 1, 1, tzinfo=UTC)
 TIMELINE_PAGE = 100
 MAX_TIMELINE_SCAN = 2000
 """Events of her timeline searched for the trigger, newest first, before giving up
@@ -105,7 +108,7 @@ class Composer:
         context = RenderContext(
             profile=profile_context(profile),
             event={} if event is None else event_context(event),
-            journey=effect.data,
+            journey=self._journey_data(effect, workspace_id, profile.id),
             codes=codes,
         )
         rendered = render_template(compiled, context)
@@ -139,6 +142,21 @@ class Composer:
             },
         )
 
+    def _journey_data(self, effect: SendEffect, workspace_id: str, profile_id: str) -> Any:
+        """The step's data; a confirmation message (double opt-in) also gets its signed link."""
+        confirmation = effect.data.get("confirmation")
+        if not isinstance(confirmation, dict):
+            return effect.data
+        link = confirmation_link(
+            self._signer,
+            self._public_url,
+            workspace_id=workspace_id,
+            profile_id=profile_id,
+            channel=str(confirmation.get("channel")),
+            address=str(confirmation.get("address")),
+        )
+        return {**effect.data, "confirmation": {**confirmation, "link": link}}
+
     async def _profile(self, workspace_id: str, profile_id: str) -> Profile:
         live = await self._storage.resolve_profile_id(workspace_id, profile_id)
         if live is not None:
@@ -157,6 +175,9 @@ class Composer:
         variant = await self._storage.get_template(workspace_id, variant_id)
         if variant is not None and variant.channel == channel:
             return variant
+        builtin = builtin_template(workspace_id, template_id, channel)
+        if builtin is not None and named is None:
+            return builtin
         if named is None:
             raise PermanentDeliveryError(f"template {template_id!r} does not exist")
         raise PermanentDeliveryError(
@@ -225,6 +246,42 @@ class Composer:
                 return None
             before = page.next_before
         return None
+
+
+_BUILTIN_PARTS: dict[tuple[str, str], dict[str, str]] = {
+    (CONFIRMATION_TEMPLATE, "email"): {
+        "subject": "Please confirm your email address",
+        "text": "Someone (we hope you) gave this address. Confirm it to receive our news:\n"
+        "{{ journey.confirmation.link }}\n\nIf it was not you, ignore this message: you will"
+        " hear nothing more from us.",
+    },
+    (CONFIRMATION_TEMPLATE, "sms"): {
+        "body": "Confirm this number to receive our messages: {{ journey.confirmation.link }}"
+        " (not you? ignore this text)",
+    },
+}
+"""Templates Rapport brings itself, used when the workspace defines none of that id."""
+
+
+def builtin_template(
+    workspace_id: str, template_id: str, channel: str
+) -> TemplateDefinition | None:
+    """A built-in template (the double opt-in confirmation), or None."""
+    parts = _BUILTIN_PARTS.get((template_id, channel))
+    if parts is None:
+        return None
+    return TemplateDefinition(
+        workspace_id=workspace_id,
+        id=template_id,
+        name="Contact confirmation (built in)",
+        channel=channel,
+        parts=parts,
+        variables={},
+        version=0,
+        status="active",
+        created_at=_BUILTIN_AT,
+        updated_at=_BUILTIN_AT,
+    )
 
 
 def _content(channel: str, parts: dict[str, Any]) -> dict[str, str]:

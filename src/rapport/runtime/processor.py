@@ -223,6 +223,8 @@ class Processor:
         self._offset: int | None = None
         self._cache = ProfileCache(cache_profiles)
         self.on_scheduled = on_scheduled
+        self.on_outbox: Callable[[], None] | None = None
+        """Called after a commit that wrote outbox messages (the sender's ``notify``)."""
         self._catalogs = SegmentCatalogs(storage)
         self._backfiller = Backfiller(storage, clock, self._catalogs)
         self._computed = ComputedTraitCatalogs(storage)
@@ -359,6 +361,8 @@ class Processor:
                 raise
         if step.batch.scheduled and self.on_scheduled is not None:
             self.on_scheduled()
+        if step.batch.outbox and self.on_outbox is not None:
+            self.on_outbox()
         for state in step.states.values():
             state.remember(self._cache)
         self._upcoming = upcoming

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import structlog
 
-from rapport.channels.base import ChannelRegistry
+from rapport.channels.in_app import InAppChannel
+from rapport.channels.setup import build_channels, link_signer
 from rapport.core.clock import Clock
 from rapport.core.identity import IdentityRules
 from rapport.core.ids import IdGenerator
 from rapport.runtime.clock import RandomIds, SystemClock
+from rapport.runtime.compose import Composer as MessageComposer
 from rapport.runtime.journey_triggers import JourneyTriggers
 from rapport.runtime.keys import generate_key, hash_key
 from rapport.runtime.memberships import MembershipIndexer
@@ -148,8 +150,14 @@ class Rapport:
         self.journey_triggers.on_scheduled = self.relay.notify
         # Delivery (``rapport.runtime.sender``): with ``sender = on`` it starts once
         # ``composer`` is set; whoever builds the runtime registers the channels.
-        self.channels = ChannelRegistry()
-        self.composer: Composer | None = None
+        # The channels the settings configure, and in-app (the inbox is storage).
+        # Tests and embedders may replace them, or the composer, before start().
+        self.link_signer = link_signer(settings)
+        self.channels = build_channels(settings, self.link_signer, self.clock)
+        self.channels.register(InAppChannel(storage.inbox, self.clock))
+        self.composer: Composer | None = MessageComposer(
+            storage, self.link_signer, settings.public_url, self.clock
+        )
         self.sender: Sender | None = None
         self.lag = 0
         self._stop = asyncio.Event()
@@ -185,6 +193,7 @@ class Rapport:
                 self.clock,
                 on_recorded=self.relay.notify,
             )
+            self.processor.on_outbox = self.sender.notify
             self._tasks.append(
                 asyncio.create_task(self.sender.run(self._stop), name="rapport-sender")
             )
@@ -233,6 +242,8 @@ class Rapport:
                     if not await self.processor.wait_processed(end, timeout):
                         return False
                     triggers = self.journey_triggers
+                    if triggers.running:
+                        triggers.notify()  # ingest does not wake it: it would poll
                     if triggers.running and not await triggers.wait_handled(end, timeout):
                         return False
                     if self.sender is not None and not await self.sender.settled():

@@ -5,6 +5,9 @@ encoding error raises before the writer sees the batch), applied by
 ``sqlite._PreparedBatch`` inside the processing transaction. The other
 functions are the reads ``SqliteStorage`` runs on its reader connections (the
 outbox is ``sqlite_outbox``). See ``rapport.storage.journey_runs``.
+
+An instance's ``doc`` is MessagePack (the migration's comment says JSON:
+rows written before are JSON, and both read; see ``_encode_instance``).
 """
 
 from __future__ import annotations
