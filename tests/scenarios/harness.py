@@ -137,6 +137,33 @@ class Scenario:
         answer: dict[str, Any] = response.json()
         return answer
 
+    async def policy(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the workspace's messaging policy (``PUT /api/policy``)."""
+        response = await self.client.put("/api/policy", json=dict(document), headers=self.admin)
+        assert response.status_code in (200, 201), response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def code_pool(self, pool_id: str, codes: list[str]) -> None:
+        """A promo code pool with ``codes`` (``POST /api/code-pools``, then its codes)."""
+        response = await self.client.post(
+            "/api/code-pools", json={"id": pool_id}, headers=self.admin
+        )
+        assert response.status_code == 201, response.text
+        response = await self.client.post(
+            f"/api/code-pools/{pool_id}/codes", json=codes, headers=self.admin
+        )
+        assert response.status_code == 200, response.text
+
+    async def messages(self, user: str) -> list[dict[str, Any]]:
+        """Her messages as ``GET /api/profiles/{ref}/messages`` answers ("why did she get it")."""
+        response = await self.client.get(
+            f"/api/profiles/user_id:{user}/messages", headers=self.admin
+        )
+        assert response.status_code == 200, response.text
+        found: list[dict[str, Any]] = response.json()["messages"]
+        return found
+
     async def apply_file(self, kind: str, path: Path) -> dict[str, Any]:
         return await self.apply(kind, await asyncio.to_thread(path.read_text))
 
