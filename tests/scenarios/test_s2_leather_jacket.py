@@ -17,6 +17,7 @@ frequency cap across journeys belongs to the policy gate.
 from __future__ import annotations
 
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tests.scenarios.harness import Scenario
@@ -121,6 +122,7 @@ async def test_the_third_view_within_an_hour_sends_one_offer_within_seconds(
     [mail] = s.mails("ana@example.com")
     assert mail["Subject"] == "15% off coats and jackets"
     assert mail["To"] == "ana@example.com"
+    assert parsedate_to_datetime(mail["Date"]) == offer.created_at  # handed over at once
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     body = mail.get_body(("plain",))
     assert body is not None and "15% off coats and jackets for 48 hours" in body.get_content()

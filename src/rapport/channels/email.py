@@ -24,9 +24,10 @@ import hashlib
 import html
 import re
 import ssl
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import parseaddr
+from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
@@ -37,6 +38,8 @@ from rapport.channels.base import (
     TransientDeliveryError,
 )
 from rapport.channels.links import LinkSigner, click_url
+from rapport.core.clock import Clock
+from rapport.runtime.clock import SystemClock
 
 _RESERVED_HEADERS = frozenset(
     h.lower()
@@ -98,7 +101,9 @@ def add_pixel(html_text: str, pixel_url: str) -> str:
     return html_text[:at] + img + html_text[at:]
 
 
-def build_email(message: OutgoingMessage, *, sender: str, signer: LinkSigner) -> EmailMessage:
+def build_email(
+    message: OutgoingMessage, *, sender: str, signer: LinkSigner, now: datetime | None = None
+) -> EmailMessage:
     """The MIME message for ``message``; PermanentDeliveryError when it cannot be built."""
     text = message.content.get("text")
     body_html = message.content.get("html")
@@ -119,6 +124,8 @@ def build_email(message: OutgoingMessage, *, sender: str, signer: LinkSigner) ->
         email["To"] = message.to
         email["Subject"] = message.content.get("subject", "")
         email["Message-ID"] = message_id(message.idempotency_key, domain)
+        if now is not None:
+            email["Date"] = format_datetime(now)  # RFC 5322: when it was handed over
         if unsubscribe:
             email["List-Unsubscribe"] = f"<{unsubscribe}>"
             email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -164,6 +171,7 @@ class EmailChannel:
         timeout: float = 30.0,
         max_connections: int = 4,
         tls_context: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if tls not in TLS_MODES:
             raise ValueError(f"smtp_tls: expected one of {', '.join(TLS_MODES)}, got {tls!r}")
@@ -175,6 +183,7 @@ class EmailChannel:
         self._tls = tls
         self._timeout = timeout
         self._tls_context = tls_context
+        self._clock = clock or SystemClock()
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[aiosmtplib.SMTP] = []
         _, self._envelope_from = parseaddr(sender)
@@ -204,7 +213,7 @@ class EmailChannel:
 
     async def send(self, message: OutgoingMessage) -> DeliveryResult:
         recipient = _recipient(message.to)
-        email = build_email(message, sender=self.sender, signer=self._signer)
+        email = build_email(message, sender=self.sender, signer=self._signer, now=self._clock.now())
         async with self._slots:
             reused = bool(self._idle)
             try:

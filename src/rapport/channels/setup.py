@@ -41,6 +41,7 @@ def build_channels(
                 username=settings.smtp_username,
                 password=settings.smtp_password,
                 tls=settings.smtp_tls,
+                clock=clock,
             )
         )
     if settings.sms_base_url:
