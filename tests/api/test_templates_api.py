@@ -137,7 +137,7 @@ async def test_a_template_with_errors_is_refused_with_every_path(api_any: ApiHar
         {
             "path": "$.text",
             "message": "unknown variable 'secret'; a template reads profile, event, journey,"
-            " offer, codes",
+            " offer, codes, links",
             "line": 1,
             "column": 44,
         },

@@ -216,6 +216,36 @@ async def test_the_template_for_the_chosen_channel_is_used(shop: Shop) -> None:
         await shop.composer(shop.message(dana, "nope"))
 
 
+async def test_an_sms_carries_its_own_signed_unsubscribe_link(shop: Shop) -> None:
+    dana = await shop.customer("dana", {"first_name": "Dana"})
+    await shop.template(
+        {
+            "id": "flash",
+            "name": "F",
+            "channel": "sms",
+            "body": "{{ profile.traits.first_name }}, 20% off. Stop: {{ links.unsubscribe }}",
+        }
+    )
+    composed = await shop.composer(shop.message(dana, "flash", "sms", "+33612345678"))
+    unsubscribe = composed.links["unsubscribe"]
+    assert composed.content == {"body": f"Dana, 20% off. Stop: {unsubscribe}"}
+    payload = SIGNER.verify("unsubscribe", unsubscribe.removeprefix(f"{PUBLIC_URL}/l/u/"))
+    assert payload is not None
+    assert (payload.p, payload.m, payload.c, payload.t) == (
+        dana,
+        "journey:i1:thanks:1",
+        "sms",
+        "offers",
+    )
+    # Each message's link speaks for that message (and only the unsubscribe link is shown).
+    other = await shop.composer(shop.message(dana, "flash", "sms", "+336", key="journey:i9:x:1"))
+    assert other.links["unsubscribe"] in other.content["body"]
+    assert other.links["unsubscribe"] != unsubscribe
+    await shop.template({"id": "leak", "name": "L", "channel": "sms", "body": "{{ links.click }}"})
+    with pytest.raises(PermanentDeliveryError, match=r"links\.click is undefined"):
+        await shop.composer(shop.message(dana, "leak", "sms", "+33612345678"))
+
+
 async def test_a_render_failure_is_a_permanent_error_naming_the_variable(shop: Shop) -> None:
     dana = await shop.customer("dana", {})
     await shop.template(

@@ -162,8 +162,20 @@ def test_nothing_outside_the_context_can_be_read() -> None:
     found = errors(channel="sms", body="{{ settings.secret }}{% assign x = 1 %}{{ x }}")
     assert [str(e) for e in found] == [
         "$.body: unknown variable 'settings'; a template reads profile, event, journey, offer,"
-        " codes (line 1, column 4)"
+        " codes, links (line 1, column 4)"
     ]
+
+
+def test_links_are_the_messages_own_and_take_no_default() -> None:
+    template = sms("Stop: {{ links.unsubscribe }}")
+    link = "https://rapport.test/l/u/abc.def"
+    assert rendered(template, links={"unsubscribe": link}).parts == {"body": f"Stop: {link}"}
+    # A preview has no message, so no link: the template says so instead of sending a hole.
+    assert failed(template).code == "missing_variable"
+    optional = sms("Hi{% if links.unsubscribe %} - stop: {{ links.unsubscribe }}{% endif %}")
+    assert rendered(optional).parts == {"body": "Hi"}
+    found = errors(channel="sms", body="x", variables={"links.unsubscribe": "https://x"})
+    assert [e.path for e in found] == ["$.variables['links.unsubscribe']"], found
 
 
 def test_limits_fail_the_render_instead_of_sending_a_cut_message() -> None:

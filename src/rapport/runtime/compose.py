@@ -16,7 +16,9 @@ message again (a retry after a crash) gives the same message:
    static analysis), claimed before rendering and the same for her on every
    message (``rapport.core.code_pools``);
 5. signed links for the chosen channel and the step's topic
-   (``rapport.channels.links.message_links``);
+   (``rapport.channels.links.message_links``), made before the render so
+   the template can show the unsubscribe link (``links.unsubscribe``, what
+   an SMS carries instead of a ``List-Unsubscribe`` header);
 6. the render of the template's parts.
 
 Anything that cannot come right by retrying (no template for the channel, a
@@ -57,6 +59,9 @@ from rapport.storage.base import Storage
 from rapport.storage.journey_runs import OutboxMessage
 
 CONFIRMATION_TEMPLATE = "contact-confirmation"
+TEMPLATE_LINKS = ("unsubscribe",)
+"""The message's links a template may show (``links.unsubscribe``); the open pixel,
+click redirect and status callback are the channels' business."""
 _BUILTIN_AT = datetime(2026, 1, 1, tzinfo=UTC)
 TIMELINE_PAGE = 100
 MAX_TIMELINE_SCAN = 2000
@@ -105,15 +110,6 @@ class Composer:
         compiled = self._compiled(definition)
         codes = await self._claim_codes(compiled, profile.id, message)
         event = await self._trigger(workspace_id, profile.id, effect.trigger_message_id)
-        context = RenderContext(
-            profile=profile_context(profile),
-            event={} if event is None else event_context(event),
-            journey=self._journey_data(effect, workspace_id, profile.id),
-            codes=codes,
-        )
-        rendered = render_template(compiled, context)
-        if isinstance(rendered, RenderFailure):
-            raise PermanentDeliveryError(_render_detail(definition, rendered))
         links = message_links(
             self._signer,
             self._public_url,
@@ -123,6 +119,16 @@ class Composer:
             channel=channel,
             topic=effect.topic,
         )
+        context = RenderContext(
+            profile=profile_context(profile),
+            event={} if event is None else event_context(event),
+            journey=self._journey_data(effect, workspace_id, profile.id),
+            codes=codes,
+            links={name: links[name] for name in TEMPLATE_LINKS},
+        )
+        rendered = render_template(compiled, context)
+        if isinstance(rendered, RenderFailure):
+            raise PermanentDeliveryError(_render_detail(definition, rendered))
         return OutgoingMessage(
             idempotency_key=message.idempotency_key,
             workspace_id=workspace_id,

@@ -68,6 +68,25 @@ def test_routing_takes_the_first_channel_she_can_get_sms_if_opted_in_else_email(
     assert ("route", False) in names(no_phone)
 
 
+def test_an_opt_in_channel_needs_its_consent_granted_explicitly() -> None:
+    policy = msgspec.structs.replace(
+        DEFAULT, consent=msgspec.structs.replace(DEFAULT.consent, opt_in=("sms",))
+    )
+    alert = message(channels=("sms", "email"), category="transactional", topic="delivery")
+    never = decide(policy, profile(DANA, {}), alert, T0)
+    assert never.verdict.channel == "email"
+    [skipped] = [c for c in never.verdict.checks if c.channel == "sms"]
+    assert (skipped.name, skipped.passed) == ("consent", False)
+    assert skipped.detail == "channel_not_opted_in: 'sms' consent never granted"
+    granted = decide(policy, profile(DANA, {"sms": True}), alert, T0)
+    assert (granted.verdict.channel, granted.verdict.address) == ("sms", "+33 6 12 34 56 78")
+    # Without the setting, a customer who never answered is texted (consent not withdrawn).
+    assert decide(DEFAULT, profile(DANA, {}), alert, T0).verdict.channel == "sms"
+    # Email is not opt-in: a missing answer does not block it.
+    only_email = decide(policy, profile(DANA, {}), message(category="transactional"), T0)
+    assert only_email.verdict.channel == "email"
+
+
 def test_in_app_is_addressed_by_the_profile_id() -> None:
     d = decide(DEFAULT, profile({}, OPTED_IN), message(channels=("in_app",)), T0)
     assert (d.verdict.channel, d.verdict.address) == ("in_app", "prof_dana")

@@ -17,6 +17,7 @@ S6: dict[str, Any] = {
     "quiet_hours": {"start": "21:00", "end": "09:00", "channels": ["sms", "push"]},
     "timezone": {"trait": "tz", "default": "Europe/Paris"},
     "addresses": {"sms": "mobile"},
+    "consent": {"opt_in": ["sms"]},
 }
 
 
@@ -27,6 +28,8 @@ def test_a_valid_document_parses_and_keeps_defaults_for_the_rest() -> None:
     assert parsed.caps[0].window == "7d"
     assert parsed.addresses == {"sms": "mobile"}
     assert parsed.consent.marketing == "marketing"
+    assert parsed.consent.opt_in == ("sms",)
+    assert DEFAULT_POLICY.consent.opt_in == ()
     assert parse_policy({}) == DEFAULT_POLICY
 
 
@@ -42,6 +45,7 @@ def test_every_error_is_listed_with_its_path() -> None:
         "timezone": {"default": "Mars/Olympus"},
         "addresses": {"in_app": "x", "pigeon": "y"},
         "confirmation": {"template": "Bad Template", "channels": ["email", "in_app"]},
+        "consent": {"opt_in": ["sms", "fax"]},
         "extra": 1,
     }
     found = [str(e) for e in validate_policy(bad)]
@@ -57,6 +61,7 @@ def test_every_error_is_listed_with_its_path() -> None:
         "$.caps[2]: 'max' is required",
         "$.quiet_hours.start: expected a 24-hour time",
         "$.quiet_hours.channels[1]: channel 'sms' is listed twice",
+        "$.consent.opt_in[1]: expected one of email",
         "$.timezone.default: unknown time zone 'Mars/Olympus'",
         "$.addresses.in_app: the in-app inbox is addressed by the profile id",
         "$.addresses.pigeon: expected a channel",

@@ -39,6 +39,9 @@ class ConsentNames(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     channels: dict[str, str] = msgspec.field(default_factory=lambda: {c: c for c in CHANNELS})
     """Channel -> category; an explicit ``false`` blocks every message on the channel."""
+    opt_in: tuple[str, ...] = ()
+    """Channels that need their consent granted explicitly (SMS where the law asks for
+    an opt-in): a customer who never answered is not routed there."""
     marketing: str = "marketing"
     """Promotional messages need this granted explicitly."""
     topic_prefix: str = "topic:"

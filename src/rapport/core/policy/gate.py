@@ -6,7 +6,8 @@ For one message (``decide``), in this order, every check recorded:
    (``default_subscribed: false``) needs it explicitly ``true``;
 2. marketing (promotional only): ``marketing`` must be granted explicitly;
 3. routing: the first channel of the message's list whose consent is not
-   explicitly ``false``, that has an address, and (promotional only, on the
+   explicitly ``false`` (nor never given, for the policy's ``consent.opt_in``
+   channels), that has an address, and (promotional only, on the
    policy's confirmation channels) whose address is trusted
    (``contacts``): ``channels: [sms, email]`` is "SMS if she can get
    one, else email". None: dropped; if an untrusted address stood in the
@@ -241,6 +242,16 @@ def _route(
                     name="consent",
                     passed=False,
                     detail=f"channel_blocked: {category!r} consent withdrawn",
+                    channel=channel,
+                )
+            )
+            continue
+        if consent is None and channel in policy.consent.opt_in:
+            checks.append(
+                PolicyCheck(
+                    name="consent",
+                    passed=False,
+                    detail=f"channel_not_opted_in: {category!r} consent never granted",
                     channel=channel,
                 )
             )

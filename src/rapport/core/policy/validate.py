@@ -34,7 +34,7 @@ _CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _FIELDS: dict[str, tuple[str, ...]] = {
     "$": ("topics", "consent", "caps", "quiet_hours", "timezone", "addresses", "confirmation"),
     "topic": ("id", "name", "category", "default_subscribed"),
-    "consent": ("channels", "marketing", "topic_prefix"),
+    "consent": ("channels", "opt_in", "marketing", "topic_prefix"),
     "cap": ("id", "max", "window", "category", "channel", "topic"),
     "quiet_hours": ("start", "end", "channels"),
     "timezone": ("trait", "default"),
@@ -202,6 +202,8 @@ class _Walker:
                         )
                     else:
                         self.string(mapping, channel, at)
+        if "opt_in" in node:
+            self.channels(node, "opt_in", path)
         for name in ("marketing", "topic_prefix"):
             if name in node:
                 self.string(node, name, path)

@@ -9,8 +9,8 @@ no harm whoever wrote it:
 - unknown tags are syntax errors and unknown filters are errors at save
   time (found by static analysis, before any render);
 - a template reads only the context roots ``profile``, ``event``,
-  ``journey``, ``offer`` and ``codes`` (plus what it assigns itself): any other name is
-  an error at save time, since nothing could ever fill it;
+  ``journey``, ``offer``, ``codes`` and ``links`` (plus what it assigns itself): any
+  other name is an error at save time, since nothing could ever fill it;
 - HTML parts (the email ``html``) escape every value they output; a value
   can only reach the HTML unescaped through the ``safe`` filter, written by
   the template's author;

@@ -45,8 +45,9 @@ DELETED: Final = "deleted"
 
 DEFAULT_ROOTS: Final = ("profile", "event", "journey", "offer")
 """The roots a declared default may fill: not ``codes`` (a default promo code
-would be shared by every customer who got it)."""
-ROOTS: Final = (*DEFAULT_ROOTS, "codes")
+would be shared by every customer who got it), nor ``links`` (a default link
+would act for nobody, or for somebody else)."""
+ROOTS: Final = (*DEFAULT_ROOTS, "codes", "links")
 """The names a template reads from the render context; anything else is an error."""
 
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_-]*"

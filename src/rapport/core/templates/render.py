@@ -1,6 +1,6 @@
 """Rendering a compiled template for one customer: never raises.
 
-The context a template reads has five roots:
+The context a template reads has six roots:
 
 ``profile``
     ``id``; ``traits`` as plain values (``profile.traits.first_name``);
@@ -21,6 +21,12 @@ The context a template reads has five roots:
     the pools a template reads by static analysis, claims one code from each
     before rendering (the same code every time for one customer) and passes
     them here; empty in a preview. No declared default can fill it.
+``links``
+    The message's own signed links: ``links.unsubscribe`` (GET: the hosted
+    preference page; POST: one-click unsubscribe from the message's topic),
+    so a channel without headers (an SMS) can carry its unsubscribe link in
+    its text. The composer signs them for the message before rendering;
+    empty in a preview. No declared default can fill it.
 
 The rule for missing values, in order:
 
@@ -65,6 +71,7 @@ class RenderContext:
     journey: Mapping[str, Any] = field(default_factory=dict)
     offer: Mapping[str, Any] | None = None
     codes: Mapping[str, str] = field(default_factory=dict)
+    links: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,7 @@ def render_template(compiled: CompiledTemplate, context: RenderContext) -> Rende
         "journey": context.journey,
         "offer": {} if context.offer is None else context.offer,
         "codes": context.codes,
+        "links": context.links,
     }
     used = _apply_defaults(roots, compiled.variables)
     parts: dict[str, Any] = {}
