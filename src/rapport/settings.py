@@ -9,6 +9,7 @@ overrides (CLI flags). ``docs/configuration.md`` is generated from ``SETTINGS``
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rapport.core.consent_gate import ConsentRules, check_rules
+from rapport.runtime.sender_limits import SenderConfig
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,16 @@ SETTINGS: tuple[Setting, ...] = (
         "on",
         "`on`: this process delivers pending messages; `off`: it leaves them to another.",
     ),
+    Setting(
+        "sender_limits",
+        str,
+        "",
+        "Sender limits over their defaults (docs/delivery.md, *Limits*), as `name=value` "
+        "pairs: `max_attempts`, `backoff_base`, `backoff_max`, `concurrency`, "
+        "`rate_per_second`, `burst`, `breaker_failures`, `breaker_cooldown`, "
+        "`send_timeout`, `lease`, `batch_size`, `idle_poll`, `queue`, `saturated_delay` "
+        "(seconds where a time), e.g. `rate_per_second=200,burst=200`.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -193,6 +205,7 @@ class Settings:
     consent_required_events: str
     consent_required_fields: str
     sender: str
+    sender_limits: str
 
     @property
     def is_postgres(self) -> bool:
@@ -209,6 +222,28 @@ class Settings:
 
     def identifier_cap_map(self) -> dict[str, int]:
         return _pairs("identifier_caps", self.identifier_caps, int)
+
+    def sender_config(self) -> SenderConfig:
+        """The sender's limits: the defaults with ``sender_limits`` over them."""
+        known = {f.name: f.type for f in fields(SenderConfig)}
+        values: dict[str, Any] = {}
+        for name, raw in _pairs("sender_limits", self.sender_limits, str).items():
+            if name not in known:
+                raise SettingsError(f"sender_limits: unknown limit {name!r}")
+            cast = int if known[name] in (int, "int") else float
+            try:
+                values[name] = cast(raw)
+                if not math.isfinite(values[name]) or values[name] <= 0:
+                    raise ValueError(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"sender_limits: {name} expects a positive "
+                    f"{'integer' if cast is int else 'number'}, got {raw!r}"
+                ) from None
+        try:
+            return SenderConfig(**values)
+        except ValueError as exc:
+            raise SettingsError(f"sender_limits: {exc}") from None
 
     def consent_rules(self) -> ConsentRules:
         rules = ConsentRules(
@@ -289,6 +324,7 @@ def load_settings(
     settings.identifier_trait_map()
     settings.identifier_cap_map()
     settings.consent_rules()
+    settings.sender_config()
     if settings.processing not in {"inline", "off"}:
         raise SettingsError("processing: expected inline or off")
     if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

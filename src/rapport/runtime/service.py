@@ -191,6 +191,7 @@ class Rapport:
                 self.channels,
                 self.composer,
                 self.clock,
+                config=self.settings.sender_config(),
                 on_recorded=self.relay.notify,
             )
             self.processor.on_outbox = self.sender.notify
