@@ -59,7 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rapport.core.clock import VirtualClock
 from rapport.core.conditions import compile_condition
@@ -69,13 +69,15 @@ from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
     SegmentDraft,
-    Settled,
     update_memberships,
 )
 from rapport.runtime import processor as processor_module
 from rapport.runtime.logging import configure_logging
 from rapport.runtime.service import Rapport
 from rapport.settings import load_settings
+
+if TYPE_CHECKING:
+    from rapport.core.segments import Settled
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 STREAM_SPAN = timedelta(minutes=50)
@@ -423,6 +425,8 @@ class MembershipTimer:
     ) -> tuple[Profile, list[MembershipChange]]:
         start = time.perf_counter()
         try:
+            if settled is None:
+                return self._wrapped(catalog, before, after, event, now)
             return self._wrapped(catalog, before, after, event, now, settled)
         finally:
             self.seconds += time.perf_counter() - start

@@ -28,36 +28,6 @@ from rapport.core.model import Event, Profile
 _encode_state = msgspec.json.Encoder().encode
 _decode_state = msgspec.json.Decoder(AggregateState).decode
 
-# Compact text: ``Slot`` and ``KeySeries`` are JSON arrays, and msgspec writes
-# every field of an array-like struct, so a count slot is 11 values where 3
-# matter. The fields an aggregate kind never sets keep their defaults, always
-# written the same way at the end of the array: dropping that tail is
-# exact (decoding fills missing trailing fields with their defaults), and
-# text in the full form stays readable. States are ~40% smaller, quicker to
-# decode, and so are the profiles holding them.
-_DEFAULT_TAILS: dict[str, bytes] = {
-    "count": b",0,[],false,null,0,null,0,null]",
-    "sum": b",null,0,null,0,null]",
-    "min": b",0,null,0,null]",
-    "max": b",0,null,0,null]",
-}
-"""Kind -> what every slot of that kind ends with (``slots.new_slot``, ``slots.merge``)."""
-_SERIES_TAIL = b"],{}]"
-"""A ``KeySeries`` with slots ends with its empty ``seen``."""
-
-
-def encode_state(aggregator: Aggregator, state: AggregateState) -> bytes:
-    """``state`` as stored: JSON, the default tails of its arrays left out (see above)."""
-    text = _encode_state(state)
-    tail = _DEFAULT_TAILS.get(aggregator.kind)
-    if tail is None:
-        return text
-    for key in state.keys:
-        if "]" in key:
-            # The tails could occur inside this key's text: left whole.
-            return text
-    return text.replace(tail, b"]").replace(_SERIES_TAIL, b"]]")
-
 
 class AggregateStates:
     """A profile's aggregate states at one instant, decoded only when read or fed."""
@@ -142,7 +112,7 @@ class AggregateStates:
         for aggregate_id in self._changed:
             state = self._states[aggregate_id]
             if state.keys:
-                out[aggregate_id] = msgspec.Raw(encode_state(live[aggregate_id], state))
+                out[aggregate_id] = msgspec.Raw(_encode_state(state))
             else:
                 out.pop(aggregate_id, None)
         return out
@@ -174,7 +144,7 @@ def merge_aggregate_states(
             aggregator.empty() if mine is None else _decode_state(mine), incoming, now
         )
         if merged.keys:
-            states[aggregate_id] = msgspec.Raw(encode_state(aggregator, merged))
+            states[aggregate_id] = msgspec.Raw(_encode_state(merged))
         else:
             states.pop(aggregate_id, None)
     return msgspec.structs.replace(winner, aggregates=states)

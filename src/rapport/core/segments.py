@@ -46,6 +46,7 @@ from typing import Any, Final
 import msgspec
 
 from rapport.core.aggregate_states import AggregateStates
+from rapport.core.computed_traits.definitions import is_computed_state_id
 from rapport.core.conditions import (
     Aggregator,
     CompiledCondition,
@@ -54,6 +55,7 @@ from rapport.core.conditions import (
     compile_condition,
 )
 from rapport.core.conditions.compile import Settle
+from rapport.core.conditions.dispatch import EventDispatch
 from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Membership, Profile
 from rapport.core.segment_guards import Guards
@@ -263,6 +265,10 @@ class SegmentCatalog:
             ):
                 for name in names:
                     index.setdefault(name, set()).add(position)
+        self.dispatch = {
+            name: EventDispatch(counting) for name, counting in self.aggregators_by_event.items()
+        }
+        """Event name -> the aggregates over it, found by the texts they require."""
 
     def __bool__(self) -> bool:
         return bool(self.segments)
@@ -309,12 +315,14 @@ def update_memberships(
     """
     if not catalog and not after.segments:
         return after, []
+    if before is after and _untouched(catalog, after, event):
+        return after, []
     states = AggregateStates(catalog.aggregators, after.aggregates, to_micros(now))
     if event.type == "track" and event.event is not None:
-        counting = catalog.aggregators_by_event.get(event.event)
-        if counting:
+        dispatch = catalog.dispatch.get(event.event)
+        if dispatch is not None:
             at = to_micros(event.timestamp)
-            for aggregate_id, aggregator in counting:
+            for aggregate_id, aggregator in dispatch.candidates(event):
                 if aggregator.matches(event):
                     states.observe(aggregate_id, aggregator, event, at)
     members = after.segments
@@ -637,6 +645,29 @@ def _affected(
                 affected.update(readers)
     affected.update(_outdated(catalog, after))
     return affected
+
+
+def _untouched(catalog: SegmentCatalog, profile: Profile, event: Event) -> bool:
+    """Whether ``event``, which left ``profile`` as it was, can change nothing of it.
+
+    True when no aggregate counts its name, every membership is recorded under
+    the catalog's version (none outdated, none gone) and no state is to be
+    dropped: what ``update_memberships`` would find the long way for most
+    membership events.
+    """
+    if event.type == "track" and event.event in catalog.aggregators_by_event:
+        return False
+    stored, read = profile.aggregates, catalog.aggregators
+    if not stored.keys() <= read.keys():
+        # Computed traits keep their states there too; any other is dropped.
+        for aggregate_id in stored:
+            if aggregate_id not in read and not is_computed_state_id(aggregate_id):
+                return False
+    versions = catalog.versions
+    for segment_id, membership in profile.segments.items():
+        if versions.get(segment_id) != membership.version:
+            return False
+    return True
 
 
 def _gone(catalog: SegmentCatalog, members: Mapping[str, Membership]) -> list[str]:

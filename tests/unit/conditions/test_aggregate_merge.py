@@ -33,11 +33,21 @@ def scenario(draw: st.DrawFn) -> tuple[Aggregator, list[tuple[int, Any, str | No
     spec = AggregateSpec(
         event="Viewed", aggregate=kind, window_us=window, key="properties.k" if keyed else None
     )
-    times = draw(
-        st.lists(
-            st.integers(min_value=0, max_value=48 * HOUR), min_size=0, max_size=30, unique=True
+    # Events at least a slot apart (24 s: the slot of a one-day window): that
+    # is where a state is exact. Within one slot, a profile's own state may
+    # drop the slot at its older event before the merge brings the newer one.
+    slot = 24_000_000
+    times = [
+        step * slot
+        for step in draw(
+            st.lists(
+                st.integers(min_value=0, max_value=48 * HOUR // slot),
+                min_size=0,
+                max_size=30,
+                unique=True,
+            )
         )
-    )
+    ]
     events = [
         (
             at,

@@ -221,7 +221,9 @@ class Aggregator:
         ``key`` is the event's key as text (``None``: the event has no key,
         and a keyed aggregate ignores it); unkeyed aggregates ignore it.
         """
-        state = self.expire_micros(state, now)
+        expiry = state.next_expiry
+        if expiry is not None and now >= expiry:
+            state = self.expire_micros(state, now)
         window = self.window
         if window is not None and at <= now - window:
             return state
@@ -265,6 +267,9 @@ class Aggregator:
             return KeySeries(seen=seen)
         slots = series.slots if series is not None else ()
         index = 0 if self.grain is None else at // self.grain
+        if not slots or slots[-1].index < index:
+            # The usual case: the event is the newest of its key.
+            return KeySeries(slots=(*slots, new_slot(self.kind, index, at, value)))
         pos = bisect_left(slots, index, key=_slot_index)
         if pos < len(slots) and slots[pos].index == index:
             slot = merge(self.kind, slots[pos], at, value)
@@ -283,15 +288,21 @@ class Aggregator:
         the caps on keys and distinct values keep the most recent, as
         ``add_micros`` does.
         """
-        a, b = self.expire_micros(a, now), self.expire_micros(b, now)
         if not b.keys:
-            return a
+            return self.expire_micros(a, now)
         if not a.keys:
-            return b
+            return self.expire_micros(b, now)
         keys = dict(a.keys)
         for key, theirs in b.keys.items():
             ours = keys.get(key)
             keys[key] = theirs if ours is None else self._merged_series(ours, theirs)
+        # Expired once combined, not before: a slot aged out on one side may
+        # live on in the same slot of the other (its newest event is newer).
+        keys = dict(
+            self.expire_micros(
+                AggregateState(keys=keys, next_expiry=self._next_expiry(keys)), now
+            ).keys
+        )
         if len(keys) > MAX_KEYS:
             newest = sorted(keys, key=lambda k: (_newest(keys[k]), k), reverse=True)
             keys = {k: keys[k] for k in newest[:MAX_KEYS]}
