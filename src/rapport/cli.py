@@ -254,7 +254,8 @@ _journey_action("archive", "Archive every version: no entries, in-flight instanc
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 def demo(data_dir: str, host: str, port: int) -> None:
-    """Run embedded Rapport with sample shop data and print where to look."""
+    """Run the whole loop on this machine: embedded Rapport, a simulated shop acting out the
+    customer stories, local mail/SMS/push sinks, and a live account of every conversation."""
     from rapport.demo import run_demo
 
     settings = _settings(
