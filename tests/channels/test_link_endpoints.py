@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ from rapport.channels.links import (
     message_links,
 )
 from rapport.channels.setup import link_signer
+from rapport.core.journeys.effects import SendEffect
 from rapport.core.model import Event
 from rapport.runtime.service import Rapport
+from rapport.storage.base import ProcessingBatch
+from rapport.storage.journey_runs import OutboxMessage
 from tests.api.conftest import ApiHarness, open_harness
 
 PUBLIC = "http://rapport.test"
@@ -295,3 +299,57 @@ async def test_unknown_profile_is_404_not_500(api: ApiHarness) -> None:
     response = await api.client.get(path(links["unsubscribe"]))
     assert response.status_code == 404
     assert response.json()["code"] == "profile_not_found"
+
+
+async def test_opens_and_clicks_say_what_the_message_was_about(api: ApiHarness) -> None:
+    """With the message in the outbox, its journey, step and data travel on the event
+    (a computed trait reads ``properties.data.appointment_at``, say)."""
+    person = await dana(api)
+    key = "journey:inst_1:remind:1"
+    effect = SendEffect(
+        idempotency_key=key,
+        instance_id="inst_1",
+        journey_id="appointment-reminder",
+        version=1,
+        step_id="remind",
+        profile_id=person["id"],
+        channels=("email",),
+        template="reminder",
+        category="transactional",
+        topic="reminders",
+        data={"appointment_at": "2026-05-04T10:00:00+00:00", "n": 1},
+    )
+    message = OutboxMessage(
+        workspace_id=person["workspace_id"],
+        idempotency_key=key,
+        profile_id=person["id"],
+        created_at=datetime(2026, 5, 4, 9, 0, tzinfo=UTC),
+        effect=effect,
+    )
+    await api.rapport.storage.commit_processing(
+        ProcessingBatch(consumer="link-test", offset=1, outbox=[message])
+    )
+    signer = link_signer(api.rapport.settings)
+    links = message_links(
+        signer,
+        PUBLIC,
+        workspace_id=person["workspace_id"],
+        profile_id=person["id"],
+        idempotency_key=key,
+        channel="email",
+        topic="reminders",
+    )
+    assert (await api.client.get(path(links["open"]))).status_code == 200
+    target = "https://maps.example.com/?q=clinic"
+    assert (await api.client.get(path(click_url(signer, links["click"], target)))).is_redirect
+    opened, clicked = await channel_events(api.rapport)
+    about = {
+        "message": key,
+        "channel": "email",
+        "topic": "reminders",
+        "journey_id": "appointment-reminder",
+        "step_id": "remind",
+        "data": {"appointment_at": "2026-05-04T10:00:00+00:00", "n": 1},
+    }
+    assert opened.properties == about
+    assert clicked.properties == {**about, "url": target}

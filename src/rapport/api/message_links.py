@@ -3,7 +3,9 @@
 Each one checks the link's token (a token of another kind, or one byte off,
 is refused with a 400 naming the problem) and turns what happened into a
 ``track`` event of source ``rapport:channels`` addressed to the token's
-profile, appended to the log like any other event:
+profile, appended to the log like any other event. Opens, clicks, one-click
+unsubscribes and status callbacks also carry what the message was about
+(``journey_id``, ``step_id`` and the step's ``data``, from the outbox):
 
 =================================  ==============================================
 ``GET /l/o/{token}.gif``           ``Email Opened`` (always answers the pixel)
@@ -35,6 +37,7 @@ from rapport.api.errors import ApiError
 from rapport.api.link_pages import confirmed_page, preference_page, unsubscribed_page
 from rapport.channels.links import LinkKind, LinkPayload, LinkSigner
 from rapport.channels.setup import link_signer
+from rapport.core.journeys.effects import SendEffect
 from rapport.core.model import ConsentValue, Event, Profile
 from rapport.runtime.service import Rapport
 
@@ -110,6 +113,27 @@ def link_event(
     )
 
 
+async def message_event(
+    rapport: Rapport,
+    payload: LinkPayload,
+    name: str,
+    message_id: str,
+    properties: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> Event:
+    """``link_event``, also saying what the message was about when the outbox still
+    holds it: ``journey_id``, ``step_id`` and the step's ``data`` (so a computed
+    trait can read, say, the appointment a reminder was for)."""
+    about: dict[str, Any] = {}
+    if payload.m is not None:
+        message = await rapport.storage.get_outbox(payload.w, payload.m)
+        if message is not None and isinstance(message.effect, SendEffect):
+            effect = message.effect
+            about = {"journey_id": effect.journey_id, "step_id": effect.step_id}
+            about["data"] = dict(effect.data)
+    return link_event(rapport, payload, name, message_id, {**about, **(properties or {})}, context)
+
+
 async def _append(rapport: Rapport, event: Event) -> bool:
     fresh = await rapport.event_log.append([event])
     rapport.processor.notify()
@@ -128,7 +152,7 @@ async def open_pixel(token: str, request: Request) -> Response:
     payload = get_signer(request).verify("open", token)
     if payload is not None:
         rapport = get_rapport(request)
-        event = link_event(
+        event = await message_event(
             rapport,
             payload,
             "Email Opened",
@@ -152,7 +176,7 @@ async def click(token: str, request: Request) -> Response:
         raise ApiError(400, "invalid_target", "only http(s) targets are redirected to", field="u")
     rapport = get_rapport(request)
     name = "Email Link Clicked" if payload.c in (None, "email") else "Link Clicked"
-    event = link_event(
+    event = await message_event(
         rapport,
         payload,
         name,
@@ -236,7 +260,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     current = profile.consent.get(category)
     # Already off: a repeat (mail providers retry) changes nothing and says so once.
     if current is None or current.granted:
-        event = link_event(
+        event = await message_event(
             rapport,
             payload,
             "Unsubscribed",
@@ -312,7 +336,7 @@ async def status_callback(token: str, request: Request) -> Response:
     if error_code:
         props["error_code"] = error_code
     rapport = get_rapport(request)
-    event = link_event(
+    event = await message_event(
         rapport,
         payload,
         STATUS_EVENTS.get(status, "Message Status"),

@@ -63,12 +63,14 @@ CONDITION_OPTION = {"condition": CONDITIONS}
 
 
 @st.composite
-def offsets(draw: st.DrawFn) -> dict[str, Any]:
-    """``before`` or ``after`` (or neither), ``at`` and ``yearly`` of a date reference."""
+def offsets(draw: st.DrawFn, per_customer: bool = False) -> dict[str, Any]:
+    """``before`` or ``after`` (or neither), ``at`` and ``yearly`` of a date reference;
+    ``per_customer``: the offset may be read from a trait (a date wait's may)."""
     node: dict[str, Any] = {}
     side = draw(st.sampled_from(["before", "after", None]))
     if side is not None:
-        node[side] = draw(DURATIONS)
+        trait_offset = st.builds(lambda d: {"trait": "reminder_lead", "default": d}, DURATIONS)
+        node[side] = draw(st.one_of(DURATIONS, trait_offset) if per_customer else DURATIONS)
     node.update(draw(with_optional({}, {"at": TIMES, "yearly": st.booleans()})))
     return node
 
@@ -122,7 +124,13 @@ MESSAGES = st.one_of(
             "template": st.just("welcome-1"),
             "category": st.just("transactional"),
         },
-        {"topic": st.just("orders"), "data": st.dictionaries(st.just("k"), JSON_VALUES)},
+        {
+            "topic": st.just("orders"),
+            "data": st.dictionaries(
+                st.sampled_from(["k", "at"]),
+                st.one_of(JSON_VALUES, st.builds(lambda t: {"trait": t}, TRAITS)),
+            ),
+        },
     ),
     st.fixed_dictionaries(
         {
@@ -146,7 +154,7 @@ WAITS = st.one_of(
     st.builds(
         lambda trait, rest, extra: {"until_date": trait, **rest, **extra},
         TRAITS,
-        offsets(),
+        offsets(per_customer=True),
         with_optional({}, {"missed": IDS}),
     ),
     with_optional(
@@ -323,7 +331,7 @@ EDGES: dict[str, list[Any]] = {
     "description": ["", "x" * 2001, 3],
     "priority": [0, 100, 101, -1, 50.0, 2.5, True],
     "at": _TIME_EDGES,
-    "default": [*_TIME_EDGES, "UTC", "Etc/GMT+5", "no zone", "/Paris"],
+    "default": [*_TIME_EDGES, "UTC", "Etc/GMT+5", "no zone", "/Paris", "1h", "0m"],
     "days": [["mon"], [], ["mon", "mon"], ["fun"], "mon"],
     "day": [1, 31, 0, 32, 15.0, "1"],
     "weight": [1, 10_000, 0, 10_001, 5.0, 2.5, True],
@@ -351,7 +359,10 @@ EDGES: dict[str, list[Any]] = {
     "until_date": ["birthday", "a..b", "", ".x"],
     "date": ["birthday", "a..b", "", ".x"],
     "trait": ["birthday", "a..b", "", ".x"],
-    "data": [{}, {"a": 1}, [], "x"],
+    "data": [{}, {"a": 1}, [], "x", {"a": {"trait": "x"}}, {"a": {"trait": "a..b"}},
+             {"a": {"trait": 3}}, {"a": {"trait": "x", "b": 1}}],
+    "before": [*_DURATION_EDGES, {"trait": "lead", "default": "1h"}, {"trait": "lead"},
+               {"trait": "a..b", "default": "1h"}, {"trait": "lead", "default": "x"}],
     "body": [None, {"a": [1]}, "text"],
     "identifier": ["email", "", 3],
     "event": ["X", "", 3],

@@ -7,8 +7,8 @@ observation: ``reference - event time``, how long before the appointment she
 engaged. The value is the median of her newest observations within
 ``window``, rounded to ``round`` (5 minutes by default), as duration text
 (``"45m"``, ``"1h"``) that a journey reads as a per-customer offset
-(``wait: {until: {trait: appointment_at, before: {trait: reminder_lead,
-default: "1h"}}}``): newcomers get the default. Engaging at or after the
+(``wait: {until_date: appointment_at, before: {trait: reminder_lead,
+default: 1h}}``): newcomers get the default. Engaging at or after the
 moment counts as the smallest lead, one ``round``.
 """
 

@@ -31,6 +31,7 @@ from rapport.core.journeys.model import (
     IdentifierFanOut,
     Journey,
     MessageStep,
+    OffsetTrait,
     Reentry,
     Schedule,
     ScheduleTrigger,
@@ -50,6 +51,7 @@ from rapport.core.journeys.model import (
 )
 from rapport.core.journeys.schema import WEEKDAYS
 from rapport.core.journeys.validate import check_journey
+from rapport.core.journeys.validate_steps import is_trait_reference
 
 __all__ = ["assign_variant", "conditions_of", "parse_journey", "referenced_segments"]
 
@@ -145,11 +147,19 @@ def _optional_time(node: dict[str, Any], name: str) -> time | None:
 
 
 def _offset(node: dict[str, Any]) -> timedelta:
-    if "before" in node:
-        return -_duration(node["before"])
-    if "after" in node:
-        return _duration(node["after"])
+    """The signed offset; for one read from a trait, its signed default."""
+    for name, sign in (("before", -1), ("after", 1)):
+        if name in node:
+            offset = node[name]
+            return sign * _duration(offset["default"] if isinstance(offset, dict) else offset)
     return timedelta(0)
+
+
+def _offset_trait(node: dict[str, Any]) -> OffsetTrait | None:
+    for name in ("before", "after"):
+        if isinstance(node.get(name), dict):
+            return OffsetTrait(trait=node[name]["trait"], before=name == "before")
+    return None
 
 
 def _days(node: dict[str, Any]) -> tuple[int, ...]:
@@ -245,13 +255,15 @@ def _step(step_id: str, node: dict[str, Any]) -> Step:
     if "message" in node:
         message = node["message"]
         channel = message["channel"]
+        data = message.get("data", {})
         return MessageStep(
             id=step_id,
             channels=(channel,) if isinstance(channel, str) else tuple(channel),
             template=message["template"],
             category=message["category"],
             topic=message.get("topic"),
-            data=message.get("data", {}),
+            data={k: v for k, v in data.items() if not is_trait_reference(v)},
+            data_traits={k: v["trait"] for k, v in data.items() if is_trait_reference(v)},
             next=following,
         )
     if "wait" in node:
@@ -321,6 +333,7 @@ def _wait(step_id: str, wait: dict[str, Any], following: str | None) -> Step:
             id=step_id,
             trait=wait["until_date"],
             offset=_offset(wait),
+            offset_trait=_offset_trait(wait),
             at=_optional_time(wait, "at"),
             yearly=wait.get("yearly", False),
             next=following,

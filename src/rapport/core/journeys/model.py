@@ -159,6 +159,9 @@ class MessageStep(msgspec.Struct, frozen=True, kw_only=True, tag="message"):
     category: str
     topic: str | None = None
     data: dict[str, Any] = {}
+    """The fixed values of ``data``."""
+    data_traits: dict[str, str] = {}
+    """``data`` keys whose value is read from a trait (a path) when the step runs."""
     next: str | None = None
 
 
@@ -180,10 +183,19 @@ class WaitUntilTimeStep(msgspec.Struct, frozen=True, kw_only=True, tag="wait_unt
     next: str | None = None
 
 
+class OffsetTrait(msgspec.Struct, frozen=True, kw_only=True):
+    """A per-customer date offset: the duration text in ``trait``, earlier if ``before``."""
+
+    trait: str
+    before: bool
+
+
 class WaitUntilDateStep(msgspec.Struct, frozen=True, kw_only=True, tag="wait_until_date"):
     id: str
     trait: str
     offset: timedelta = timedelta(0)
+    """Signed; with ``offset_trait``, the default for a customer without a usable value."""
+    offset_trait: OffsetTrait | None = None
     at: time | None = None
     yearly: bool = False
     next: str | None = None

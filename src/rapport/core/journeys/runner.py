@@ -8,10 +8,11 @@ engine (``engine``) decides when (entry, a wait ending, a hold lifting).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rapport.core.conditions import EvaluationContext
+from rapport.core.conditions.instants import is_duration, parse_duration
 from rapport.core.ids import IdGenerator
 from rapport.core.journeys.build import assign_variant
 from rapport.core.journeys.compiled import CompiledJourney
@@ -47,6 +48,8 @@ from rapport.core.model import Profile
 
 MAX_STEPS_AT_ONCE = 1000
 """A guard, not a rule: validation already refuses loops that do not wait."""
+MAX_TRAIT_OFFSET = timedelta(days=366)
+"""A date offset read from a trait longer than this is not used (the default is)."""
 
 
 class Session:
@@ -173,7 +176,7 @@ def send_message(
             template=step.template,
             category=step.category,
             topic=step.topic,
-            data=step.data,
+            data=_message_data(session, step),
             correlation_key=instance.correlation_key,
             priority=journey.journey.priority,
             trigger_message_id=instance.entered_by,
@@ -183,6 +186,16 @@ def send_message(
     session.trace(
         instance, "sent", f"{step.category} message '{step.template}' on {', '.join(step.channels)}"
     )
+
+
+def _message_data(session: Session, step: MessageStep) -> dict[str, Any]:
+    """The step's ``data``, with the values it reads from her traits as they are now."""
+    if not step.data_traits:
+        return step.data
+    return {
+        **step.data,
+        **{key: trait_at(session, path) for key, path in step.data_traits.items()},
+    }
 
 
 def hold_applies(session: Session, journey: CompiledJourney, step: MessageStep) -> bool:
@@ -337,14 +350,38 @@ def until_date(
     zone = zone_of(
         session.context.trait(journey.journey.time_zone.trait), journey.journey.time_zone
     )
-    head, *rest = step.trait.split(".")
+    instant = date_instant(
+        trait_at(session, step.trait),
+        now=session.now,
+        zone=zone,
+        at=step.at,
+        yearly=step.yearly,
+        offset=_date_offset(session, step),
+    )
+    return instant if instant is not None and instant > session.now else None
+
+
+def trait_at(session: Session, path: str) -> Any:
+    """Her trait at a dotted path (``appointment.at``), or None."""
+    head, *rest = path.split(".")
     value = session.context.trait(head)
     for part in rest:
         value = value.get(part) if isinstance(value, dict) else None
-    instant = date_instant(
-        value, now=session.now, zone=zone, at=step.at, yearly=step.yearly, offset=step.offset
-    )
-    return instant if instant is not None and instant > session.now else None
+    return value
+
+
+def _date_offset(session: Session, step: WaitUntilDateStep) -> timedelta:
+    """The step's offset, or hers from ``offset_trait`` when it holds usable duration text."""
+    rule = step.offset_trait
+    if rule is None:
+        return step.offset
+    value = trait_at(session, rule.trait)
+    if not isinstance(value, str) or not is_duration(value):
+        return step.offset
+    duration = timedelta(microseconds=parse_duration(value))
+    if duration > MAX_TRAIT_OFFSET:
+        return step.offset
+    return -duration if rule.before else duration
 
 
 def _wait(

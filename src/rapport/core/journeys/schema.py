@@ -97,6 +97,18 @@ _DAYS: dict[str, Any] = {
     "items": {"enum": list(WEEKDAYS)},
 }
 _NOT_BOTH_OFFSETS: dict[str, Any] = {"not": {"required": ["before", "after"]}}
+_PER_CUSTOMER_DURATION: dict[str, Any] = {
+    "oneOf": [
+        _DURATION,
+        {
+            "type": "object",
+            "properties": {"trait": _TRAIT, "default": _DURATION},
+            "required": ["trait", "default"],
+            "additionalProperties": False,
+        },
+    ]
+}
+"""A fixed duration, or one read from a trait (``default`` when she has none usable)."""
 
 
 def _text(limit: int) -> dict[str, Any]:
@@ -278,7 +290,14 @@ _DEFS: dict[str, Any] = {
             "template": _SLUG,
             "topic": _SLUG,
             "category": {"enum": list(CATEGORIES)},
-            "data": {"type": "object"},
+            "data": {
+                "type": "object",
+                # A value whose only key is ``trait`` reads that trait when the step runs.
+                "additionalProperties": {
+                    "if": {"type": "object", "required": ["trait"], "maxProperties": 1},
+                    "then": {"properties": {"trait": _TRAIT}},
+                },
+            },
         },
         ["channel", "template", "category"],
         **{
@@ -303,8 +322,8 @@ _DEFS: dict[str, Any] = {
     "wait_until_date": _object(
         {
             "until_date": _TRAIT,
-            "before": _DURATION,
-            "after": _DURATION,
+            "before": _PER_CUSTOMER_DURATION,
+            "after": _PER_CUSTOMER_DURATION,
             "at": _TIME_OF_DAY,
             "yearly": {"type": "boolean"},
             "missed": _TARGET,

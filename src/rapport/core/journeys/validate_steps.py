@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from rapport.core.conditions.validate import child_path
-from rapport.core.journeys.checks import Checker, is_number
+from rapport.core.journeys.checks import DURATION_RULE, Checker, is_number
 from rapport.core.journeys.schema import (
     CATEGORIES,
     CHANNELS,
@@ -51,6 +51,11 @@ _WAIT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _UPDATE_FIELDS = ("set", "unset", "increment", "add_tags", "remove_tags")
 _WRITE_TRAIT_RULE = "a top-level trait name (no '.')"
+
+
+def is_trait_reference(value: Any) -> bool:
+    """A message ``data`` value that reads a trait: an object whose only key is ``trait``."""
+    return isinstance(value, dict) and len(value) == 1 and "trait" in value
 
 
 class StepChecker(Checker):
@@ -116,6 +121,11 @@ class StepChecker(Checker):
                 )
         if "data" in node and self.obj(node["data"], child_path(path, "data"), "a data"):
             self.json_value(node["data"], child_path(path, "data"))
+            for key, item in node["data"].items():
+                # {trait: NAME}: her trait's value when the step runs (docs: "Message").
+                if is_trait_reference(item):
+                    item_path = child_path(child_path(path, "data"), key)
+                    self.trait(item["trait"], child_path(item_path, "trait"))
 
     def _wait(self, value: Any, path: str) -> None:
         node = self.obj(value, path, "a wait")
@@ -132,7 +142,7 @@ class StepChecker(Checker):
             if "days" in node:
                 self.unique_choices(node["days"], child_path(path, "days"), WEEKDAYS, "weekdays")
         elif kind == "until_date":
-            self.date_reference(node, path, "until_date")
+            self.date_reference(node, path, "until_date", per_customer=True)
             if "missed" in node:
                 self.slug(node["missed"], child_path(path, "missed"))
         else:
@@ -256,12 +266,31 @@ class StepChecker(Checker):
         else:
             self.error(path, "must be a time of day 'HH:MM' or {trait: name, default: 'HH:MM'}")
 
-    def date_reference(self, node: dict[str, Any], path: str, key: str) -> None:
-        """A date trait (``key``), an optional offset and time of day, yearly or not."""
+    def date_reference(
+        self, node: dict[str, Any], path: str, key: str, *, per_customer: bool = False
+    ) -> None:
+        """A date trait (``key``), an optional offset and time of day, yearly or not.
+
+        ``per_customer``: the offset may be read from a trait (``{trait, default}``).
+        """
         self.trait(node[key], child_path(path, key))
         for name in ("before", "after"):
-            if name in node:
-                self.duration(node[name], child_path(path, name))
+            if name not in node:
+                continue
+            offset, offset_path = node[name], child_path(path, name)
+            if per_customer and isinstance(offset, dict):
+                self.fields(offset, offset_path, ("trait", "default"), ("trait", "default"))
+                if "trait" in offset:
+                    self.trait(offset["trait"], child_path(offset_path, "trait"))
+                if "default" in offset:
+                    self.duration(offset["default"], child_path(offset_path, "default"))
+            elif per_customer and not isinstance(offset, str):
+                self.error(
+                    offset_path,
+                    f"must be {DURATION_RULE} or {{trait: NAME, default: DURATION}}",
+                )
+            else:
+                self.duration(offset, offset_path)
         if "before" in node and "after" in node:
             self.error(path, "give 'before' or 'after' (the offset from the date), not both")
         if "at" in node:
