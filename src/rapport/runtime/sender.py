@@ -101,6 +101,8 @@ class Sender:
         self._queued: dict[str, int] = {}
         """Provider -> messages handed to it and not answered yet."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_hand: set[tuple[str, str]] = set()
+        """(workspace, key) of the messages whose send is in flight in this process."""
         self._claiming = 0
         self._wake = asyncio.Event()
         self.sent_total = 0
@@ -195,6 +197,11 @@ class Sender:
 
     # -- one message -----------------------------------------------------------
     async def _dispatch(self, message: OutboxMessage, now: datetime) -> None:
+        key = (message.workspace_id, message.idempotency_key)
+        if key in self._in_hand:
+            # Claimed again while its send is still in flight here: its lease ran
+            # out under us (a clock that jumped). The send in flight records it.
+            return
         verdict = message.verdict
         if verdict is not None and verdict.not_before is not None and verdict.not_before > now:
             await self._hold(message, verdict.not_before)
@@ -217,9 +224,11 @@ class Sender:
             await self._hold(message, now + timedelta(seconds=wait))
             return
         self._queued[provider] = self._queued.get(provider, 0) + 1
+        self._in_hand.add(key)
         task = asyncio.create_task(self._deliver(message, channel, provider))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._in_hand.discard(key))
 
     async def _deliver(self, message: OutboxMessage, channel: Channel, provider: str) -> None:
         try:
