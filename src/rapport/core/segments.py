@@ -23,7 +23,8 @@ kept on the profile, ``aggregate_states``), re-evaluates only the segments
 reading what the event changed -- in an order where a segment comes after
 the segments it reads, leaving out those the profile's traits rule out --
 and returns the new memberships and the changes, for the runtime to turn
-into ``Segment Entered`` / ``Segment Exited`` events.
+into ``Segment Entered`` / ``Segment Exited`` events. Aggregates that only
+journey conditions read are fed the same way (``with_aggregates``).
 
 Time alone changes memberships too (a view ageing out of a one-hour
 window). ``next_membership_change`` tells the runtime when that may next
@@ -35,6 +36,7 @@ event fed to any aggregate.
 from __future__ import annotations
 
 import bisect
+import copy
 import heapq
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -273,6 +275,31 @@ class SegmentCatalog:
     def __bool__(self) -> bool:
         return bool(self.segments)
 
+    def with_aggregates(self, aggregators: Mapping[str, Aggregator]) -> SegmentCatalog:
+        """This catalog also maintaining ``aggregators`` (by id), which no segment reads.
+
+        Journey conditions read event aggregates too: their states are fed
+        per event and kept on the profile like the segments' own (an id
+        both read is one state), and dropped when nothing reads them any
+        more. ``self`` when it already maintains them all.
+        """
+        extra = {i: a for i, a in aggregators.items() if i not in self.aggregators}
+        if not extra:
+            return self
+        combined = copy.copy(self)
+        combined.aggregators = {**self.aggregators, **extra}
+        combined.aggregators_by_event = {
+            name: list(counting) for name, counting in self.aggregators_by_event.items()
+        }
+        for aggregate_id, aggregator in extra.items():
+            counting = combined.aggregators_by_event.setdefault(aggregator.spec.event, [])
+            counting.append((aggregate_id, aggregator))
+        combined.dispatch = {
+            name: EventDispatch(counting)
+            for name, counting in combined.aggregators_by_event.items()
+        }
+        return combined
+
     def keeps(self, segment_id: str, membership: Membership) -> bool:
         """Whether a recorded membership names a segment that exists (else the profile leaves it).
 
@@ -313,7 +340,7 @@ def update_memberships(
     the same aggregates again (the segments an event changes are the ones
     whose timer it may move).
     """
-    if not catalog and not after.segments:
+    if not catalog and not after.segments and not catalog.aggregators and not after.aggregates:
         return after, []
     if before is after and _untouched(catalog, after, event):
         return after, []
@@ -630,7 +657,8 @@ def _affected(
         return set(range(len(catalog.segments)))
     affected: set[int] = set()
     for aggregate_id in fed:
-        affected.update(catalog.by_aggregate[aggregate_id])
+        # Aggregates only journeys read (``with_aggregates``) queue no segment.
+        affected.update(catalog.by_aggregate.get(aggregate_id, ()))
     # Applying an event keeps the same dict when it changes no trait (consent).
     if before.traits is not after.traits:
         for name, readers in catalog.by_trait.items():

@@ -12,15 +12,30 @@ the one taking entries. In-flight instances finish on the version they
 entered on: an instance naming a version the catalog does not hold (an
 archived one, whose instances then exit) gets that version loaded and
 compiled on demand (``with_versions``), kept until the revision moves.
+
+A catalog also knows the event aggregates the running versions' conditions
+read (``aggregators``): the processor feeds them per event with the
+segments' own (``aggregate_catalogs``), and ``context`` is how the engine
+reads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
+from rapport.core.aggregate_states import AggregateStates
+from rapport.core.conditions import (
+    AggregateReading,
+    Aggregator,
+    EvaluationContext,
+    ProfileContext,
+)
+from rapport.core.conditions.aggregates import EMPTY_READING
+from rapport.core.conditions.instants import to_micros
 from rapport.core.journeys import (
     PUBLISHED,
     RUNNING,
@@ -30,6 +45,7 @@ from rapport.core.journeys import (
     compile_journey,
     parse_journey,
 )
+from rapport.core.model import Profile
 from rapport.storage.base import Storage
 
 log = structlog.get_logger("rapport.processor")
@@ -46,6 +62,26 @@ class JourneyCatalog:
     """Versions loaded for in-flight instances (None: not found or not compilable)."""
     any_journey: bool = False
     """Whether the workspace has any journey version at all (else nothing is loaded)."""
+    aggregators: dict[str, Aggregator] = field(default_factory=dict)
+    """The event aggregates the running versions' conditions read, by id: fed per event
+    with the segments' own (``aggregate_catalogs``), read by ``context``."""
+
+    def context(self, profile: Profile, now: datetime) -> EvaluationContext:
+        """How journey conditions read ``profile`` at ``now``: traits, consents,
+        segments, and the aggregates kept on it (states as of the event just
+        processed, read at ``now``: the event that just arrived counts)."""
+        segments = frozenset(profile.segments)
+        if not self.aggregators:
+            return ProfileContext(profile, now, segments=segments)
+        states = AggregateStates(self.aggregators, profile.aggregates, to_micros(now))
+        known = self.aggregators
+
+        def read(aggregate_id: str) -> AggregateReading:
+            # A version loaded for its in-flight instances alone (archived)
+            # may read one no running version maintains: it reads as empty.
+            return states.read(aggregate_id) if aggregate_id in known else EMPTY_READING
+
+        return ProfileContext(profile, now, segments=segments, read_aggregate=read)
 
     def journeys(self, instances: Iterable[JourneyInstance] = ()) -> list[CompiledJourney]:
         """The running versions, plus those ``instances`` run on (loaded beforehand)."""
@@ -107,6 +143,9 @@ class JourneyCatalogs:
                 )
                 if compiled is not None:
                     catalog.running[(version.journey_id, version.version)] = compiled
+                    for aggregate_id, spec in compiled.aggregates.items():
+                        if aggregate_id not in catalog.aggregators:
+                            catalog.aggregators[aggregate_id] = Aggregator(spec)
         return catalog
 
 

@@ -21,7 +21,9 @@ step must commit with its profiles, in the same ``ProcessingBatch``:
 * a trait update becomes an internal ``identify`` event of source
   ``rapport:journeys`` (outbox, due now) that the processor applies like any
   other traits (``apply_update``), so segments see the change; it is not the
-  customer's activity (``last_seen`` and ``event_count`` stay);
+  customer's activity (``last_seen`` and ``event_count`` stay). The sends
+  that follow it for the same profile travel in that event and are gated
+  once it is applied (``split_sends``), so they see the updated profile;
 * a merge moves the merged-away profile's instances to the merged profile
   (a second live instance of the same journey and key is ended, ``exited``).
 
@@ -164,6 +166,7 @@ class JourneyWork:
                 profile,
                 self.now,
                 EventIds(f"{ws}:{event.message_id}", event.received_at),
+                context=catalog.context(profile, self.now),
             )
         else:
             instances = sorted(own.values(), key=lambda i: (i.journey_id, i.id))
@@ -174,6 +177,7 @@ class JourneyWork:
                 event,
                 self.now,
                 EventIds(f"{ws}:{event.message_id}", event.received_at),
+                context=catalog.context(profile, self.now),
             )
         rows = date_rows(ws, catalog.running.values(), profile, event, self.now, losers=losers)
         if not moved and not outcome.instances and not outcome.effects and not rows:
@@ -198,6 +202,7 @@ class JourneyWork:
             int(event.properties.get("seq", 0)),
             self.now,
             EventIds(f"{ws}:{event.message_id}", event.received_at),
+            context=catalog.context(profile, self.now),
         )
         return self.apply(Decision(ws, [], [], [], outcome))
 
@@ -217,10 +222,8 @@ class JourneyWork:
             self.timers[(ws, key)] = row
         self.metrics.extend((ws, m) for m in decision.outcome.metrics)
         emitted: list[Event] = []
-        sends = [e for e in decision.outcome.effects if isinstance(e, SendEffect)]
-        if sends:  # every message passes the policy gate (``policy_gate``)
-            policy = self.policies.get(ws) or PolicyDocument()
-            self.outbox.extend(gate_sends(ws, policy, self.states.get(ws), sends, self.now))
+        sends, after_update = split_sends(decision.outcome.effects)
+        self.release(ws, sends)
         for effect in decision.outcome.effects:
             if isinstance(effect, WebhookEffect):
                 self.outbox.append(
@@ -242,8 +245,15 @@ class JourneyWork:
             elif isinstance(effect, CancelTimer):
                 self.timers[(ws, effect.key)] = None
             elif isinstance(effect, TraitUpdateEffect):
-                emitted.append(update_event(ws, effect, self.now))
+                then = after_update.get(effect.idempotency_key, [])
+                emitted.append(update_event(ws, effect, self.now, then))
         return emitted
+
+    def release(self, ws: str, sends: Sequence[SendEffect]) -> None:
+        """Pass ``sends`` through the policy gate (``policy_gate``) into the outbox."""
+        if sends:
+            policy = self.policies.get(ws) or PolicyDocument()
+            self.outbox.extend(gate_sends(ws, policy, self.states.get(ws), sends, self.now))
 
     def fill(self, batch: ProcessingBatch) -> None:
         """Add the step's instances, metrics, outbox messages and timers to ``batch``."""
@@ -333,8 +343,45 @@ def is_resume(event: Event) -> bool:
     return event.source == JOURNEY_EVENT_SOURCE and event.event == RESUMED
 
 
-def update_event(ws: str, effect: TraitUpdateEffect, now: datetime) -> Event:
-    """The internal event carrying a journey's profile update (applied by ``apply_update``)."""
+def split_sends(
+    effects: Sequence[object],
+) -> tuple[list[SendEffect], dict[str, list[SendEffect]]]:
+    """The sends to gate now, and those that follow a profile update of theirs.
+
+    A message step after an update step (500 points, then a thank-you
+    showing the balance) must be rendered, and gated, against the updated
+    profile. The update is applied by its own internal event, later, so a
+    send that follows an update for the same profile travels with the
+    latest such update (keyed by its idempotency key) and is released when
+    that event is processed (``held_sends``).
+    """
+    now: list[SendEffect] = []
+    after: dict[str, list[SendEffect]] = {}
+    last_update: dict[str, str] = {}
+    for effect in effects:
+        if isinstance(effect, TraitUpdateEffect):
+            last_update[effect.profile_id] = effect.idempotency_key
+        elif isinstance(effect, SendEffect):
+            key = last_update.get(effect.profile_id)
+            if key is None:
+                now.append(effect)
+            else:
+                after.setdefault(key, []).append(effect)
+    return now, after
+
+
+def held_sends(event: Event) -> list[SendEffect]:
+    """The sends a journey's update event carries (``split_sends``); none for other events."""
+    if event.source != JOURNEY_EVENT_SOURCE or event.type != "identify":
+        return []
+    return msgspec.convert(event.properties.get("then") or [], list[SendEffect])
+
+
+def update_event(
+    ws: str, effect: TraitUpdateEffect, now: datetime, then: Sequence[SendEffect] = ()
+) -> Event:
+    """The internal event carrying a journey's profile update (applied by ``apply_update``)
+    and the sends that wait for it (released by the processor once it is applied)."""
     update: dict[str, Any] = {
         "set": effect.set,
         "unset": list(effect.unset),
@@ -342,6 +389,9 @@ def update_event(ws: str, effect: TraitUpdateEffect, now: datetime) -> Event:
         "add_tags": list(effect.add_tags),
         "remove_tags": list(effect.remove_tags),
     }
+    properties: dict[str, Any] = {"update": update, "by": effect.source}
+    if then:
+        properties["then"] = msgspec.to_builtins(list(then))
     return Event(
         workspace_id=ws,
         message_id=f"journey-update:{effect.idempotency_key}",
@@ -349,7 +399,7 @@ def update_event(ws: str, effect: TraitUpdateEffect, now: datetime) -> Event:
         timestamp=now,
         received_at=now,
         source=JOURNEY_EVENT_SOURCE,
-        properties={"update": update, "by": effect.source},
+        properties=properties,
         profile_id=effect.profile_id,
     )
 

@@ -133,6 +133,7 @@ from rapport.core.static_segments import (
     apply_upload,
     carry_static_memberships,
 )
+from rapport.runtime.aggregate_catalogs import AggregateCatalogs
 from rapport.runtime.backfill import Backfiller
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
 from rapport.runtime.journey_effects import (
@@ -140,6 +141,7 @@ from rapport.runtime.journey_effects import (
     JourneyRunner,
     JourneyWork,
     apply_update,
+    held_sends,
     is_timer,
 )
 from rapport.runtime.journey_triggers import is_control
@@ -156,7 +158,7 @@ from rapport.runtime.segment_effects import merged_away_events as _merged_away_e
 from rapport.runtime.segment_effects import on_timer, schedule_timers
 from rapport.runtime.segment_effects import settled as _settled
 from rapport.runtime.segment_effects import timer_key as _timer_key
-from rapport.runtime.working_set import SegmentCatalogs, WorkspaceState, load_states
+from rapport.runtime.working_set import WorkspaceState, load_states
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 
 log = structlog.get_logger("rapport.processor")
@@ -225,10 +227,11 @@ class Processor:
         self.on_scheduled = on_scheduled
         self.on_outbox: Callable[[], None] | None = None
         """Called after a commit that wrote outbox messages (the sender's ``notify``)."""
-        self._catalogs = SegmentCatalogs(storage)
+        self._journeys = JourneyRunner(storage)
+        # Segment catalogs also feed the aggregates journey conditions read.
+        self._catalogs = AggregateCatalogs(storage, self._journeys.catalogs)
         self._backfiller = Backfiller(storage, clock, self._catalogs)
         self._computed = ComputedTraitCatalogs(storage)
-        self._journeys = JourneyRunner(storage)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
@@ -505,9 +508,9 @@ class Processor:
                 failures.append(self._failed(entry, exc))
 
         states = await self._load_states(scanned, previous)
-        catalogs = await self._catalogs.for_workspaces(states)
-        computed = await self._computed.for_workspaces(states)
         journeys = await self._journeys.prepare(states, now, previous_journeys)
+        catalogs = await self._catalogs.for_workspaces(states, journeys.catalogs)
+        computed = await self._computed.for_workspaces(states)
 
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
@@ -607,6 +610,7 @@ class Processor:
                 if resolution.attached:
                     profile = attach_identifiers(profile, resolution.attached, now)
                     moved.update(dict.fromkeys(resolution.attached, profile.id))
+                released = held_sends(event)  # sends that waited for this update
                 if event.source == JOURNEY_EVENT_SOURCE:
                     profile = apply_update(profile, event, now)
                 elif event.source != SEGMENT_EVENT_SOURCE:
@@ -670,6 +674,7 @@ class Processor:
             merges.extend(resolution.merges)
             placed.append(_Placed(entry, profile.id, body))
             emitted.extend(membership_events)
+            journeys.release(event.workspace_id, released)
             if decision is not None:
                 emitted.extend(journeys.apply(decision))
             if resolution.refused:

@@ -143,6 +143,10 @@ class Sender:
         if self._tasks or self._claiming:
             return False
         due = await self._storage.next_outbox_at()
+        if self._tasks or self._claiming:
+            # A claim began while we read: its lease pushed the message's
+            # next attempt past now, so ``due`` alone would call it settled.
+            return False
         return due is None or due > self._clock.now()
 
     async def drain(self) -> None:

@@ -13,7 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rapport.core.conditions import CompiledCondition, EvaluationContext, compile_condition
+from rapport.core.conditions import (
+    AggregateSpec,
+    CompiledCondition,
+    EvaluationContext,
+    compile_condition,
+)
 from rapport.core.conditions.comparisons import compile_comparison
 from rapport.core.conditions.fields import event_field, key_text
 from rapport.core.journeys.model import (
@@ -61,6 +66,14 @@ class CompiledJourney:
 
     def step(self, step_id: str) -> Step:
         return self.journey.steps[step_id]
+
+    @property
+    def aggregates(self) -> dict[str, AggregateSpec]:
+        """The event aggregates its conditions read, by id (the runtime maintains them)."""
+        found: dict[str, AggregateSpec] = {}
+        for condition in self.conditions.values():
+            found.update(condition.compiled.aggregates)
+        return found
 
     def condition(self, path: str) -> PathCondition | None:
         return self.conditions.get(path)

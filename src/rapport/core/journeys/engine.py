@@ -73,8 +73,9 @@ def on_event(
     ``instances``: the profile's instances of these journeys, live ones and
     at least her latest ended one per (journey, key) (re-entry reads them).
     ``context``: how conditions read the profile (the runtime passes one
-    with aggregate readings); by default the profile's traits, consents and
-    segments, with no aggregates.
+    reading the event aggregates kept on it, ``JourneyCatalog.context``,
+    where the event that just arrived is counted); by default the profile's
+    traits, consents and segments, with every aggregate empty.
     """
     session = Session(profile, now, ids, context or _context(profile, now), _event_cause(event))
     versions = {(j.id, j.version): j for j in journeys}
