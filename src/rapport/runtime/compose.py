@@ -6,8 +6,9 @@ composer does the rest, reading only stored facts, so composing the same
 message again (a retry after a crash) gives the same message:
 
 1. the profile, following merges (``profile`` in the template);
-2. the event that triggered the journey, found in her timeline by message
-   id (``event``; empty when the step names none or it is no longer there);
+2. the event that triggered the journey, looked up in her timeline by
+   message id (``Storage.find_profile_event``; ``event`` is empty when the
+   step names none or it is no longer there);
 3. the template: the step's ``template`` if it is written for the chosen
    channel, else ``<template>-<channel>`` (``delivery-alert`` for email and
    ``delivery-alert-sms`` for SMS let one step fall back across channels);
@@ -63,10 +64,6 @@ TEMPLATE_LINKS = ("unsubscribe",)
 """The message's links a template may show (``links.unsubscribe``); the open pixel,
 click redirect and status callback are the channels' business."""
 _BUILTIN_AT = datetime(2026, 1, 1, tzinfo=UTC)
-TIMELINE_PAGE = 100
-MAX_TIMELINE_SCAN = 2000
-"""Events of her timeline searched for the trigger, newest first, before giving up
-(the template then sees an empty ``event``)."""
 
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode_json = msgspec.json.Encoder().encode
@@ -238,20 +235,8 @@ class Composer:
     ) -> Event | None:
         if message_id is None:
             return None
-        before: int | None = None
-        scanned = 0
-        while scanned < MAX_TIMELINE_SCAN:
-            page = await self._storage.list_profile_events(
-                workspace_id, profile_id, TIMELINE_PAGE, before
-            )
-            for stored in page.events:
-                if stored.message_id == message_id:
-                    return _decode_event(stored.body)
-            scanned += len(page.events)
-            if page.next_before is None:
-                return None
-            before = page.next_before
-        return None
+        stored = await self._storage.find_profile_event(workspace_id, profile_id, message_id)
+        return None if stored is None else _decode_event(stored.body)
 
 
 _BUILTIN_PARTS: dict[tuple[str, str], dict[str, str]] = {

@@ -104,6 +104,7 @@ class Sender:
         self._in_hand: set[tuple[str, str]] = set()
         """(workspace, key) of the messages whose send is in flight in this process."""
         self._claiming = 0
+        self._room_wait = False
         self._wake = asyncio.Event()
         self.sent_total = 0
         self.failed_total = 0
@@ -126,17 +127,30 @@ class Sender:
 
         Sends go on in the background (``drain`` waits for them).
         """
+        room = self.room()
+        if room <= 0:
+            return 0
         self._claiming += 1
         try:
             now = self._clock.now()
-            claimed = await self._storage.claim_due(
-                now, self.config.batch_size, timedelta(seconds=self.config.lease)
-            )
+            claimed = await self._storage.claim_due(now, room, timedelta(seconds=self.config.lease))
             for message in claimed:
                 await self._dispatch(message, now)
         finally:
             self._claiming -= 1
         return len(claimed)
+
+    def room(self) -> int:
+        """Messages one claim may take: ``batch_size`` less the sends in hand.
+
+        Claiming more than can go out would only hold them (a write and a
+        ``saturated_delay`` each); left unclaimed they stay due, and the end
+        of a send wakes the loop to claim them. A provider whose queue is
+        full does not count: its messages are held as before, and it never
+        takes the room of the others.
+        """
+        busy = sum(n for n in self._queued.values() if n < self.config.queue)
+        return self.config.batch_size - busy
 
     async def settled(self) -> bool:
         """Whether nothing is in hand and no pending message is due now (``Rapport.settle``)."""
@@ -168,6 +182,7 @@ class Sender:
         failures = 0
         while not stop.is_set():
             self._wake.clear()
+            room = self.room()
             try:
                 claimed = await self.run_once()
                 failures = 0
@@ -175,12 +190,15 @@ class Sender:
                 failures += 1
                 log.error("sender.claim_failed", attempt=failures, exc_info=exc)
                 claimed = 0
-            if claimed >= self.config.batch_size:
+            roomy = self.room() >= self._worth_claiming()
+            if claimed >= room > 0 and roomy:
                 await asyncio.sleep(0)  # more is due: claim again at once
                 continue
             delay = self.config.idle_poll * (2 ** min(failures, 5))
-            if not failures:
+            if not failures and roomy:
                 delay = await self._until_next(delay)
+            else:
+                self._room_wait = not failures  # sends ending wake the loop (``_sent``)
             await _sleep(stop, self._wake, delay)
         await self.drain()
 
@@ -231,8 +249,19 @@ class Sender:
         self._in_hand.add(key)
         task = asyncio.create_task(self._deliver(message, channel, provider))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self._in_hand.discard(key))
+        task.add_done_callback(self._sent)
+
+    def _worth_claiming(self) -> int:
+        """Room below which a busy sender waits for more rather than claim a few."""
+        return max(1, self.config.batch_size // 8)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # The loop waits for room: wake it once a claim is worth a write.
+        if self._room_wait and self.room() >= self._worth_claiming():
+            self._room_wait = False
+            self._wake.set()
 
     async def _deliver(self, message: OutboxMessage, channel: Channel, provider: str) -> None:
         try:

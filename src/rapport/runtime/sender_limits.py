@@ -36,7 +36,8 @@ class SenderConfig:
     lease: float = 300.0
     """Seconds a claimed message stays invisible to other claims (see ``claim_due``)."""
     batch_size: int = 200
-    """Messages claimed at a time."""
+    """Messages claimed at a time, and in hand at most (claimed, not yet recorded):
+    the sender claims only what it has room for, the rest stays due in the outbox."""
     idle_poll: float = 0.25
     """Seconds an idle sender waits before looking for due messages again."""
     queue: int = 64

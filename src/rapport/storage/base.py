@@ -232,6 +232,24 @@ class Storage(abc.ABC):
     ) -> EventPage:
         """A profile's timeline newest first (by log offset), paged."""
 
+    async def find_profile_event(
+        self, workspace_id: str, profile_id: str, message_id: str
+    ) -> ProfileEvent | None:
+        """The newest event of her timeline with ``message_id``, or None.
+
+        SQLite and PostgreSQL answer with one query on her timeline's index;
+        this default (the memory backend) pages through the timeline.
+        """
+        before: int | None = None
+        while True:
+            page = await self.list_profile_events(workspace_id, profile_id, 500, before)
+            for event in page.events:
+                if event.message_id == message_id:
+                    return event
+            if page.next_before is None:
+                return None
+            before = page.next_before
+
     @abc.abstractmethod
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         """Merges whose winner is ``profile_id``, oldest first."""

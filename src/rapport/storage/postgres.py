@@ -242,6 +242,13 @@ WHERE workspace_id = $1 AND profile_id = $2
   AND log_offset < coalesce($4::bigint, 9223372036854775807)
 ORDER BY log_offset DESC LIMIT $3
 """
+_FIND_PROFILE_EVENT_SQL = """
+SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,
+       occurred_at AS timestamp, received_at, body
+FROM profile_events
+WHERE workspace_id = $1 AND profile_id = $2 AND message_id = $3
+ORDER BY log_offset DESC LIMIT 1
+"""
 _MERGE_COLUMNS = "workspace_id, winner, loser, merged_at, reason, message_id"
 _LIST_MERGES_SQL = f"""
 SELECT {_MERGE_COLUMNS} FROM profile_merges
@@ -475,6 +482,14 @@ class PostgresStorage(Storage):
         events = [ProfileEvent(**row) for row in rows[:limit]]
         next_before = events[-1].offset if len(rows) > limit else None
         return EventPage(events=events, next_before=next_before)
+
+    async def find_profile_event(
+        self, workspace_id: str, profile_id: str, message_id: str
+    ) -> ProfileEvent | None:
+        row = await self._pool.fetchrow(
+            _FIND_PROFILE_EVENT_SQL, workspace_id, profile_id, message_id
+        )
+        return None if row is None else ProfileEvent(**row)
 
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         rows = await self._pool.fetch(_LIST_MERGES_SQL, workspace_id, profile_id)

@@ -353,6 +353,23 @@ class SqliteStorage(Storage):
 
         return await self._db.read(list_page)
 
+    async def find_profile_event(
+        self, workspace_id: str, profile_id: str, message_id: str
+    ) -> ProfileEvent | None:
+        def find(conn: sqlite3.Connection) -> ProfileEvent | None:
+            # Her rows only (the timeline index), no body decoded but the one found.
+            row = conn.execute(
+                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
+                " timestamp, received_at, body FROM profile_events"
+                " INDEXED BY profile_events_timeline"
+                " WHERE workspace_id = ? AND profile_id = ? AND message_id = ?"
+                " ORDER BY log_offset DESC LIMIT 1",
+                (workspace_id, profile_id, message_id),
+            ).fetchone()
+            return None if row is None else _profile_event(row)
+
+        return await self._db.read(find)
+
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         def list_all(conn: sqlite3.Connection) -> list[MergeRecord]:
             rows = conn.execute(
