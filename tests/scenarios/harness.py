@@ -396,9 +396,12 @@ def _provider_answer(hit: Hit) -> Response:
 
 
 @asynccontextmanager
-async def open_scenario(tmp: Path, start: datetime) -> AsyncIterator[Scenario]:
+async def open_scenario(tmp: Path, start: datetime, **overrides: Any) -> AsyncIterator[Scenario]:
     """A started Rapport on ``tmp/data`` (SQLite) with its clock at ``start``, delivering
-    to a real SMTP server and a real HTTP server (SMS API and push gateway) on loopback."""
+    to a real SMTP server and a real HTTP server (SMS API and push gateway) on loopback.
+
+    ``overrides`` are added to (or replace) the harness's own settings (a story that needs
+    consent-required events, another identifier trait...)."""
     clock = VirtualClock(start)
     async with smtp_server() as smtp, http_provider() as http:
         http.answer = _provider_answer
@@ -416,6 +419,7 @@ async def open_scenario(tmp: Path, start: datetime) -> AsyncIterator[Scenario]:
                 "sms_auth_token": "token",
                 "sms_from": "+15550001111",
                 "push_gateway_url": f"{http.base_url}/push",
+                **overrides,
             },
             environ={},
         )

@@ -22,9 +22,8 @@ card number as its anonymous id, which stays one identifier per card however
 often she buys. She gets a thank-you email with care tips for each thing she
 bought, chosen by its category from the event's products.
 
-The two journeys are ``examples/journeys/s3-*.yaml``. The harness's
-``open_scenario`` builds fixed settings, so this story opens its own Rapport
-(``open_store``) the same way with the consent and identifier settings added.
+The two journeys are ``examples/journeys/s3-*.yaml``. The story's Rapport is
+the harness's with the consent and identifier settings added.
 """
 
 from __future__ import annotations
@@ -32,22 +31,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from starlette.responses import JSONResponse, Response
 
-from rapport.api.app import create_app
-from rapport.core.clock import VirtualClock
-from rapport.runtime.service import DEFAULT_WORKSPACE, Rapport
-from rapport.settings import load_settings
-from tests.providers import Hit, http_provider, smtp_server
 from tests.scenarios.conftest import EXAMPLES, T0
-from tests.scenarios.harness import PUBLIC_URL, SMS_SID, Scenario
+from tests.scenarios.harness import Scenario, open_scenario
 
 STORE_SETTINGS = {
     "consent_required_events": "Geofence Entered=location",
@@ -57,57 +48,11 @@ STORE_SETTINGS = {
 """What this story adds to the harness's settings."""
 
 
-def _answer(hit: Hit) -> Response:
-    return JSONResponse({"id": f"push-{len(hit.body)}"})
-
-
-@asynccontextmanager
-async def open_store(tmp: Path, start: datetime) -> AsyncIterator[Scenario]:
-    """``harness.open_scenario`` with ``STORE_SETTINGS``: a started Rapport on SQLite,
-    a virtual clock, real SMTP and a real push gateway on loopback."""
-    clock = VirtualClock(start)
-    async with smtp_server() as smtp, http_provider() as http:
-        http.answer = _answer
-        settings = load_settings(
-            {
-                "data_dir": str(tmp / "data"),
-                "sqlite_synchronous": "OFF",
-                "public_url": PUBLIC_URL,
-                "smtp_host": "127.0.0.1",
-                "smtp_port": smtp.port,
-                "smtp_tls": "none",
-                "email_from": "Rapport Shop <shop@rapport.test>",
-                "sms_base_url": http.base_url,
-                "sms_account_sid": SMS_SID,
-                "sms_auth_token": "token",
-                "sms_from": "+15550001111",
-                "push_gateway_url": f"{http.base_url}/push",
-                "push_gateway_token": "push-secret",
-                **STORE_SETTINGS,
-            },
-            environ={},
-        )
-        runtime = await Rapport.open(settings, clock=clock)
-        await runtime.start()
-        client: httpx.AsyncClient | None = None
-        try:
-            write_key = await runtime.create_key("write")
-            secret_key = await runtime.create_key("secret")
-            workspace = await runtime.storage.find_workspace(DEFAULT_WORKSPACE)
-            assert workspace is not None
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=create_app(runtime)), base_url=PUBLIC_URL
-            )
-            yield Scenario(runtime, client, clock, write_key, secret_key, workspace.id, smtp, http)
-        finally:
-            if client is not None:
-                await client.aclose()
-            await runtime.close()
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Scenario]:
-    async with open_store(tmp_path, T0) as opened:
+    async with open_scenario(
+        tmp_path, T0, push_gateway_token="push-secret", **STORE_SETTINGS
+    ) as opened:
         yield opened
 
 

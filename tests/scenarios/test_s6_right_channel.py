@@ -128,7 +128,7 @@ def mail_unsubscribe(mail: email.message.EmailMessage) -> str:
 
 def sms_unsubscribe(text: dict[str, str]) -> str:
     [url] = UNSUBSCRIBE_LINK.findall(text["Body"])
-    return url
+    return str(url)
 
 
 def verdict(reason: str) -> str:
