@@ -8,17 +8,21 @@ back over HTTP.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from rapport.api.app import create_app
-from rapport.channels.base import PermanentDeliveryError
+from rapport.channels.base import OutgoingMessage, PermanentDeliveryError
 from rapport.core.model import Profile
+from rapport.runtime.sender import Composer
 from rapport.runtime.service import Rapport
 from rapport.settings import load_settings
 from rapport.storage.base import ProcessingBatch
+from rapport.storage.journey_runs import OutboxMessage
 from tests.api.conftest import ApiHarness
 from tests.unit.sender_helpers import (
     T0,
@@ -29,14 +33,16 @@ from tests.unit.sender_helpers import (
 )
 
 
-@pytest.fixture
-async def sending(tmp_path: Path) -> AsyncIterator[tuple[ApiHarness, ScriptedChannel]]:
+@asynccontextmanager
+async def service(
+    tmp_path: Path, composer: Composer = compose
+) -> AsyncIterator[tuple[ApiHarness, ScriptedChannel]]:
     """A started service whose sender delivers email through a scripted channel."""
     settings = load_settings({"data_dir": str(tmp_path / "data")}, environ={})
     runtime = await Rapport.open(settings)
     email = ScriptedChannel("email", "smtp:mail.test:25")
     runtime.channels.register(email)
-    runtime.composer = compose
+    runtime.composer = composer
     await runtime.start()
     secret = await runtime.create_key("secret")
     client = httpx.AsyncClient(
@@ -48,6 +54,12 @@ async def sending(tmp_path: Path) -> AsyncIterator[tuple[ApiHarness, ScriptedCha
         await client.aclose()
         await runtime.close()
     assert email.closed
+
+
+@pytest.fixture
+async def sending(tmp_path: Path) -> AsyncIterator[tuple[ApiHarness, ScriptedChannel]]:
+    async with service(tmp_path) as started:
+        yield started
 
 
 async def workspace(api: ApiHarness) -> str:
@@ -93,7 +105,8 @@ async def test_why_did_she_get_this(sending: tuple[ApiHarness, ScriptedChannel])
         "step_id": "hello",
         "instance_id": "i1",
     }
-    assert body["template"] == {"id": "welcome-1", "version": 3}
+    # The composer did not say which template it rendered: the step's is shown.
+    assert body["template"] == {"id": "welcome-1", "version": 3, "step_template": "welcome-1"}
     assert (body["channel"], body["address"], body["topic"]) == (
         "email",
         "dana@example.test",
@@ -116,6 +129,28 @@ async def test_why_did_she_get_this(sending: tuple[ApiHarness, ScriptedChannel])
     assert events.status_code == 200
     [event] = [e for e in events.json()["events"] if e.get("event") == "Message Sent"]
     assert event["properties"]["provider_message_id"] == "smtp:mail.test:25-1"
+
+
+async def test_the_template_shown_is_the_channel_variant_that_was_rendered(
+    tmp_path: Path,
+) -> None:
+    async def variant(message: OutboxMessage) -> OutgoingMessage:
+        """As the real composer does for a step whose template has a channel variant."""
+        outgoing = await compose(message)
+        return msgspec.structs.replace(
+            outgoing, metadata={"template": "welcome-1-email", "template_version": 7}
+        )
+
+    async with service(tmp_path, variant) as (api, _):
+        ws = await workspace(api)
+        await commit_messages(api, ws, send_message("i1"))
+        body = await wait_for(api, "journey:i1:hello:1", "sent")
+        expected = {"id": "welcome-1-email", "version": 7, "step_template": "welcome-1"}
+        assert body["template"] == expected
+        page = await api.client.get("/api/profiles/id:prof_i1/messages", headers=api.admin)
+        assert page.status_code == 200
+        [listed] = page.json()["messages"]
+        assert listed["template"] == expected
 
 
 async def test_a_profiles_messages_page_newest_first(

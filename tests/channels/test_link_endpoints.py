@@ -12,6 +12,7 @@ import pytest
 
 from rapport.api.message_links import CHANNEL_EVENT_SOURCE, PIXEL_GIF
 from rapport.channels.links import (
+    LinkPayload,
     LinkSigner,
     click_url,
     confirmation_link,
@@ -353,3 +354,47 @@ async def test_opens_and_clicks_say_what_the_message_was_about(api: ApiHarness) 
     }
     assert opened.properties == about
     assert clicked.properties == {**about, "url": target}
+
+
+def title(html: str) -> str:
+    found = re.search(r"<h1>([^<]*)</h1>", html)
+    assert found is not None, html
+    return found.group(1)
+
+
+async def test_preference_page_names_the_links_channel_and_the_policys_topics(
+    api: ApiHarness,
+) -> None:
+    person = await dana(api, {"topic:offers": True, "topic:birthday": False})
+    policy = {
+        "topics": [
+            {"id": "deliveries", "name": "Delivery updates", "category": "transactional"},
+            {"id": "offers", "name": "Offers & deals"},
+        ]
+    }
+    put = await api.client.put("/api/policy", json=policy, headers=api.admin)
+    assert put.status_code == 200, put.text
+
+    sms = links_for(api.rapport, person, topic="deliveries", channel="sms")["unsubscribe"]
+    page = await api.client.get(path(sms))
+    assert page.status_code == 200 and title(page.text) == "Your SMS preferences"
+    labels = re.findall(r'name="(topic:[^"]+)" value=on(?: checked)?> ([^<]*)</label>', page.text)
+    # Named topics by their policy name (escaped); birthday, not in the policy, by its id.
+    assert labels == [
+        ("topic:deliveries", "Delivery updates"),
+        ("topic:birthday", "birthday"),
+        ("topic:offers", "Offers &amp; deals"),
+    ]
+    form = {"categories": ["topic:deliveries", "topic:birthday", "topic:offers"]}
+    saved = await api.client.post(path(sms), data=form)
+    assert saved.status_code == 200 and title(saved.text) == "Your SMS preferences"
+    assert "> Delivery updates</label>" in saved.text
+
+    email = links_for(api.rapport, person, topic="offers")["unsubscribe"]
+    assert title((await api.client.get(path(email))).text) == "Your email preferences"
+    # A token that names no channel: the page does not guess one.
+    signer = link_signer(api.rapport.settings)
+    anonymous = LinkPayload(k="unsubscribe", w=person["workspace_id"], p=person["id"], t="offers")
+    unknown = await api.client.get(f"/l/u/{signer.token(anonymous)}")
+    assert unknown.status_code == 200 and title(unknown.text) == "Your message preferences"
+    await api.settle()

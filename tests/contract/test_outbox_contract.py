@@ -176,6 +176,7 @@ async def test_retry_then_sent_with_its_event(backend: Backend) -> None:
         outcome="sent",
         provider_message_id="smtp-250-abc",
         template_version=3,
+        template_id="welcome-1-sms",
         event=event,
     )
     assert await storage.record_attempt(sent)
@@ -188,6 +189,7 @@ async def test_retry_then_sent_with_its_event(backend: Backend) -> None:
         "smtp-250-abc",
     )
     assert done.template_version == 3 and done.updated_at == at
+    assert done.template_id == "welcome-1-sms", "the channel variant actually rendered"
     assert await storage.get_scheduled(WS, event.key) == event
     # Recorded once: a second answer for the same message stores nothing.
     assert not await storage.record_attempt(

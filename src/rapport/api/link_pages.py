@@ -26,11 +26,23 @@ _HEADERS = {
 }
 
 
-def category_label(category: str) -> str:
-    """What a consent category is called on the page: ``topic:news`` is "news"."""
+_CHANNEL_WORDS = {"email": "email", "sms": "SMS", "push": "push notification", "in_app": "in-app"}
+"""How a channel reads in a page title; any other (or none) is "message"."""
+
+
+def category_label(category: str, names: Mapping[str, str] | None = None) -> str:
+    """What a consent category is called on the page: its topic's name from ``names``
+    (category -> name, from the workspace policy), else ``topic:news`` is "news"."""
+    if names and category in names:
+        return names[category]
     if category == "marketing":
         return "Marketing messages"
     return category.removeprefix("topic:")
+
+
+def preference_title(channel: str | None) -> str:
+    """The page title for a link sent by ``channel`` (the token's)."""
+    return f"Your {_CHANNEL_WORDS.get(channel or '', 'message')} preferences"
 
 
 def page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -43,8 +55,17 @@ def page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(document, status_code=status, headers=_HEADERS)
 
 
-def preference_page(states: Mapping[str, bool], *, saved: bool = False) -> HTMLResponse:
+def preference_page(
+    states: Mapping[str, bool],
+    *,
+    saved: bool = False,
+    channel: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> HTMLResponse:
     """The form listing ``states`` (category -> subscribed), posting back to the same URL.
+
+    ``channel`` (the link's) words the title; ``names`` (category -> topic name)
+    labels the boxes, a category without one showing its id.
 
     A hidden ``categories`` field names every category shown, so an unticked
     box (which browsers do not send) still reads as "unsubscribe".
@@ -56,14 +77,14 @@ def preference_page(states: Mapping[str, bool], *, saved: bool = False) -> HTMLR
         rows.append(
             f'<input type=hidden name=categories value="{name}">'
             f'<label><input type=checkbox name="{name}" value=on{checked}> '
-            f"{escape(category_label(category))}</label>"
+            f"{escape(category_label(category, names))}</label>"
         )
     note = "<p class=note role=status>Your preferences are saved.</p>" if saved else ""
     body = (
         f"{note}<p>Choose which messages you want to receive from us.</p>"
         f"<form method=post>{''.join(rows)}<button type=submit>Save</button></form>"
     )
-    return page("Your email preferences", body)
+    return page(preference_title(channel), body)
 
 
 def unsubscribed_page(category: str) -> HTMLResponse:

@@ -238,11 +238,24 @@ def _page_states(profile: Profile, payload: LinkPayload) -> dict[str, bool]:
     return {c: _subscribed(profile, c) for c in categories}
 
 
+async def _topic_names(rapport: Rapport, workspace_id: str) -> dict[str, str]:
+    """Category -> the topic's name, for the topics the workspace policy defines."""
+    policy = await rapport.storage.get_policy(workspace_id)
+    if policy is None:
+        return {}
+    return {f"topic:{topic.id}": topic.name for topic in policy.document.topics}
+
+
 @router.get("/u/{token}", summary="The hosted preference page")
 async def preferences(token: str, request: Request) -> Response:
     payload = _verified(request, "unsubscribe", token)
-    profile = await _profile(get_rapport(request), payload)
-    return preference_page(_page_states(profile, payload))
+    rapport = get_rapport(request)
+    profile = await _profile(rapport, payload)
+    return preference_page(
+        _page_states(profile, payload),
+        channel=payload.c,
+        names=await _topic_names(rapport, payload.w),
+    )
 
 
 @router.post("/u/{token}", summary="One-click unsubscribe (RFC 8058) or the preference form")
@@ -320,7 +333,9 @@ async def _save_preferences(
         await _append(rapport, event)
     states = _page_states(profile, payload)
     states.update(wanted)
-    return preference_page(states, saved=True)
+    return preference_page(
+        states, saved=True, channel=payload.c, names=await _topic_names(rapport, payload.w)
+    )
 
 
 @router.post("/s/{token}", summary="Provider status callback (Twilio-compatible)")

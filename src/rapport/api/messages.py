@@ -57,7 +57,13 @@ def message_body(message: OutboxMessage) -> dict[str, Any]:
         body.update(
             kind="send",
             trigger={"message_id": effect.trigger_message_id},
-            template={"id": effect.template, "version": message.template_version},
+            template={
+                # The template actually rendered (a channel variant such as
+                # ``delivery-alert-sms``); the step's own when not recorded.
+                "id": message.template_id or effect.template,
+                "version": message.template_version,
+                "step_template": effect.template,
+            },
             category=effect.category,
             topic=effect.topic,
             channel=verdict.channel if verdict is not None else None,

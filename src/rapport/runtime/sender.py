@@ -315,6 +315,7 @@ class Sender:
             return
         breaker.succeeded()
         version = outgoing.metadata.get("template_version")
+        used = outgoing.metadata.get("template")
         # str(): a channel may hand back a header object (email's Message-ID).
         provider_id = result.provider_message_id
         await self._record(
@@ -322,6 +323,7 @@ class Sender:
             "sent",
             provider_message_id=None if provider_id is None else str(provider_id),
             template_version=version if isinstance(version, int) else None,
+            template_id=used if isinstance(used, str) else None,
             channel=outgoing.channel,
         )
 
@@ -384,6 +386,7 @@ class Sender:
         counted: bool = True,
         provider_message_id: str | None = None,
         template_version: int | None = None,
+        template_id: str | None = None,
         channel: str | None = None,
     ) -> None:
         now = self._clock.now()
@@ -406,6 +409,7 @@ class Sender:
                 error=error,
                 provider_message_id=provider_message_id,
                 template_version=template_version,
+                template_id=template_id,
                 event=event,
             )
         )

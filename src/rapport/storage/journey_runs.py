@@ -76,6 +76,9 @@ class OutboxMessage(msgspec.Struct, frozen=True, kw_only=True):
     sent_at: datetime | None = None
     template_version: int | None = None
     """The version of the template the sent message was rendered from."""
+    template_id: str | None = None
+    """The template the sent message was rendered from: the step's, or its channel
+    variant (None: not sent, or sent before this was recorded)."""
 
 
 class InstancePage(msgspec.Struct, frozen=True):

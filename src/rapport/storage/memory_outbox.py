@@ -141,6 +141,7 @@ class MemoryOutbox:
             error=error,
             provider_message_id=attempt.provider_message_id,
             template_version=attempt.template_version,
+            template_id=attempt.template_id,
             sent_at=attempt.at if attempt.outcome == "sent" else None,
         )
         return True

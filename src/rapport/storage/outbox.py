@@ -54,6 +54,7 @@ class DeliveryAttempt(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     provider_message_id: str | None = None
     template_version: int | None = None
+    template_id: str | None = None
     event: ScheduledEvent | None = None
     """Stored for the relay in the same transaction as the mark."""
 

@@ -44,7 +44,7 @@ ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 """
 _COLUMNS = (
     "seq, status, updated_at, error, attempts, next_attempt_at, provider_message_id,"
-    " sent_at, template_version, doc"
+    " sent_at, template_version, template_id, doc"
 )
 _PENDING_SQL = f"""
 SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND seq > $1 ORDER BY seq LIMIT $2
@@ -63,7 +63,7 @@ WITH due AS (
 )
 UPDATE outbox AS o SET next_attempt_at = $3 FROM due WHERE o.seq = due.seq
 RETURNING o.seq, o.status, o.updated_at, o.error, o.attempts, o.next_attempt_at,
-    o.provider_message_id, o.sent_at, o.template_version, o.doc
+    o.provider_message_id, o.sent_at, o.template_version, o.template_id, o.doc
 """
 _RETRY_SQL = """
 UPDATE outbox SET attempts = attempts + $3, next_attempt_at = $4, updated_at = $5,
@@ -72,7 +72,8 @@ WHERE workspace_id = $1 AND idempotency_key = $2 AND status = 'pending'
 """
 _FINISH_SQL = """
 UPDATE outbox SET status = $3, attempts = attempts + $4, updated_at = $5,
-    error = coalesce($6, error), provider_message_id = $7, template_version = $8, sent_at = $9
+    error = coalesce($6, error), provider_message_id = $7, template_version = $8, sent_at = $9,
+    template_id = $10
 WHERE workspace_id = $1 AND idempotency_key = $2 AND status = 'pending'
 """
 _DEAD_SQL = f"""
@@ -124,6 +125,7 @@ def message(row: asyncpg.Record) -> OutboxMessage:
         provider_message_id=row["provider_message_id"],
         sent_at=row["sent_at"],
         template_version=row["template_version"],
+        template_id=row["template_id"],
     )
 
 
@@ -195,6 +197,7 @@ async def record_attempt(
                 attempt.provider_message_id,
                 attempt.template_version,
                 attempt.at if attempt.outcome == "sent" else None,
+                attempt.template_id,
             )
         if result == "UPDATE 0":
             return False

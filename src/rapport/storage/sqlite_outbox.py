@@ -42,10 +42,20 @@ INSERT_MESSAGES = BulkInsert(
 )
 _COLUMNS = (
     "seq, status, updated_at, error, attempts, next_attempt_at, provider_message_id,"
-    " sent_at, template_version, doc"
+    " sent_at, template_version, template_id, doc"
 )
 _Row = tuple[
-    int, str, int | None, str | None, int, int | None, str | None, int | None, int | None, bytes
+    int,
+    str,
+    int | None,
+    str | None,
+    int,
+    int | None,
+    str | None,
+    int | None,
+    int | None,
+    str | None,
+    bytes,
 ]
 _STATUSES = frozenset(("pending", "sent", "failed", "dropped", "dead"))
 
@@ -66,7 +76,9 @@ def insert_rows(messages: list[OutboxMessage]) -> list[tuple[object, ...]]:
 
 
 def message(row: _Row) -> OutboxMessage:
-    seq, status, updated_at, error, attempts, next_at, provider_id, sent_at, version, doc = row
+    seq, status, updated_at, error, attempts, next_at, provider_id, sent_at, version, used, doc = (
+        row
+    )
     return msgspec.structs.replace(
         _decode_message(doc),
         seq=seq,
@@ -78,6 +90,7 @@ def message(row: _Row) -> OutboxMessage:
         provider_message_id=provider_id,
         sent_at=None if sent_at is None else from_micros(sent_at),
         template_version=version,
+        template_id=used,
     )
 
 
@@ -162,7 +175,7 @@ def record_attempt(conn: sqlite3.Connection, attempt: DeliveryAttempt) -> bool:
         cursor = conn.execute(
             "UPDATE outbox SET status = ?, attempts = attempts + ?, updated_at = ?,"
             " error = coalesce(?, error), provider_message_id = ?, template_version = ?,"
-            " sent_at = ?"
+            " template_id = ?, sent_at = ?"
             " WHERE workspace_id = ? AND idempotency_key = ? AND status = 'pending'",
             (
                 attempt.outcome,
@@ -171,6 +184,7 @@ def record_attempt(conn: sqlite3.Connection, attempt: DeliveryAttempt) -> bool:
                 attempt.error,
                 attempt.provider_message_id,
                 attempt.template_version,
+                attempt.template_id,
                 at if attempt.outcome == "sent" else None,
                 attempt.workspace_id,
                 attempt.idempotency_key,
