@@ -57,6 +57,7 @@ from rapport.core.journeys.triggers import (
 from rapport.core.model import Event, LogEntry, ScheduledEvent
 from rapport.runtime.business_events import fan_out, is_business_event
 from rapport.runtime.journey_catalogs import JourneyCatalogs
+from rapport.runtime.progress import Progress
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 
 log = structlog.get_logger("rapport.journey_triggers")
@@ -165,7 +166,7 @@ class JourneyTriggers:
         self._committed = 0
         self._committed_at = 0.0
         self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
+        self._progress = Progress(lambda: self.handled_offset)
         self.running = False
         self.appended_total = 0
         """Internal events appended since start (duplicates not counted)."""
@@ -184,16 +185,10 @@ class JourneyTriggers:
 
     async def wait_handled(self, offset: int, timeout: float) -> bool:
         """Wait until the log up to ``offset`` is handled; False on timeout."""
-        if self.handled_offset >= offset:
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self._progress:
-                await self._progress.wait_for(lambda: self.handled_offset >= offset)
-        return self.handled_offset >= offset
+        return await self._progress.reached(offset, timeout)
 
     async def _announce(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+        await self._progress.announce()
 
     # -- one step ------------------------------------------------------------
     async def run_once(self) -> int:

@@ -34,7 +34,6 @@ after a crash changes nothing, and it spares the storage a commit per step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -44,6 +43,7 @@ import structlog
 from rapport.core.model import LogEntry
 from rapport.core.segments import is_segment_id
 from rapport.runtime.processor import SEGMENT_ENTERED, SEGMENT_EVENT_SOURCE, SEGMENT_EXITED
+from rapport.runtime.progress import Progress
 from rapport.storage.base import EventLog, Storage
 from rapport.storage.membership_index import MembershipBatch, SegmentChange
 
@@ -135,7 +135,7 @@ class MembershipIndexer:
         """The offset storage holds for this consumer, as far as this indexer knows."""
         self._committed_at = monotonic()
         self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
+        self._progress = Progress(lambda: self.indexed_offset)
         self.changes_total = 0
         """Membership changes indexed since start."""
 
@@ -156,16 +156,10 @@ class MembershipIndexer:
 
     async def wait_indexed(self, offset: int, timeout: float) -> bool:
         """Wait until the index covers the log up to ``offset``; False on timeout."""
-        if self.indexed_offset >= offset:
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self._progress:
-                await self._progress.wait_for(lambda: self.indexed_offset >= offset)
-        return self.indexed_offset >= offset
+        return await self._progress.reached(offset, timeout)
 
     async def _announce(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+        await self._progress.announce()
 
     # -- one step ------------------------------------------------------------
     async def run_once(self) -> int:
