@@ -1,4 +1,4 @@
-"""The ``rapport`` command: serve, worker, keys, segments, settings, demo."""
+"""The ``rapport`` command: serve, worker, sender, keys, segments, settings, demo."""
 
 from __future__ import annotations
 
@@ -65,16 +65,34 @@ def serve(data_dir: str | None, config: str | None, host: str | None, port: int 
 @config_option
 def worker(data_dir: str | None, config: str | None) -> None:
     """Only process events into profiles (pair with `serve` under RAPPORT_PROCESSING=off)."""
+    _run_until_signal(_settings(config, data_dir=data_dir), process=True)
+
+
+@main.command()
+@data_dir_option
+@config_option
+def sender(data_dir: str | None, config: str | None) -> None:
+    """Only deliver messages (pair with `serve`/`worker` under RAPPORT_SENDER=off).
+
+    Composing, building and sending messages take the most CPU per message;
+    a sender process of its own (or several: claims are leased, each message
+    goes to one of them) takes that off the process answering the HTTP API and
+    processing events. It finds what is due by polling the outbox every
+    `idle_poll` seconds when it has nothing in hand (see `sender_limits`).
+    """
+    _run_until_signal(_settings(config, data_dir=data_dir, sender="on"), process=False)
+
+
+def _run_until_signal(settings: Any, *, process: bool) -> None:
     import signal
 
     from rapport.runtime.service import Rapport
 
-    settings = _settings(config, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
         runtime = await Rapport.open(settings)
-        await runtime.start(process=True)
+        await runtime.start(process=process)
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,7 +100,17 @@ def worker(data_dir: str | None, config: str | None) -> None:
         await stopping.wait()
         await runtime.close()
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run())
+
+
+def _loop_factory() -> Any:
+    """uvloop where it is installed (as ``serve`` gets it through uvicorn), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return None
+    return uvloop.new_event_loop
 
 
 @main.group()

@@ -3,8 +3,10 @@ bad templates, 404 for unknown ids, and previews against a real profile and samp
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from rapport.core.clock import VirtualClock
 from tests.api.conftest import ApiHarness
 
 THANKS: dict[str, Any] = {
@@ -219,3 +221,45 @@ async def test_every_channel_renders_with_a_sample_event_and_offer(api_any: ApiH
             api, f"t{index}", event=event, offer={"code": "SAVE10", "quote": '"}'}
         )
         assert answer["status"] == "rendered" and answer["parts"] == parts, answer
+
+
+async def test_a_preview_shows_sample_codes_and_links_that_act_on_no_one(
+    api_any: ApiHarness,
+) -> None:
+    api = api_any
+    api.rapport.clock = VirtualClock(datetime(2031, 2, 14, 9, 30, tzinfo=UTC))
+    await create(
+        api,
+        {
+            "id": "flash",
+            "name": "Flash sale",
+            "channel": "sms",
+            "body": "{{ codes.flash-20 }} takes 20% off until {{ 'now' | date: '%b %-d' }}."
+            " Stop: {{ links.unsubscribe }}",
+        },
+    )
+    await identify(api, "dana", {"first_name": "Dana"})
+    answer = await preview(api, "flash", profile="user_id:dana", codes={"flash-20": "FLASH-SAMPLE"})
+    link = f"{api.rapport.settings.public_url.rstrip('/')}/l/u/PREVIEW-not-a-real-link"
+    assert answer["status"] == "rendered", answer
+    assert answer["parts"] == {"body": f"FLASH-SAMPLE takes 20% off until Feb 14. Stop: {link}"}
+    # The pool was never touched: previewing claims nothing.
+    stats = await api.client.get("/api/code-pools/flash-20/stats", headers=api.admin)
+    assert stats.status_code == 404
+    # The preview link is refused by the link endpoints: no page, no unsubscribe.
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    for method in ("GET", "POST"):
+        followed = await api.client.request(method, f"/{path}")
+        assert followed.status_code == 400 and followed.json()["code"] == "invalid_link"
+    events = await api.client.get("/api/profiles/user_id:dana/events", headers=api.admin)
+    assert [e["type"] for e in events.json()["events"]] == ["identify"]
+
+    # Without a sample code, the preview fails as before, naming the pool.
+    missing = await preview(api, "flash")
+    assert missing["status"] == "failed"
+    assert missing["failure"]["message"] == "codes.flash-20 is undefined"
+    for codes, field in (([], "codes"), ({"flash-20": 20}, "codes.flash-20")):
+        wrong = await api.client.post(
+            "/api/templates/flash/preview", json={"codes": codes}, headers=api.admin
+        )
+        assert wrong.status_code == 422 and wrong.json()["field"] == field, wrong.text

@@ -398,3 +398,22 @@ async def test_preference_page_names_the_links_channel_and_the_policys_topics(
     unknown = await api.client.get(f"/l/u/{signer.token(anonymous)}")
     assert unknown.status_code == 200 and title(unknown.text) == "Your message preferences"
     await api.settle()
+
+
+async def test_the_unsubscribed_page_names_the_policys_topic(api: ApiHarness) -> None:
+    person = await dana(api, {"topic:offers": True, "topic:birthday": True})
+    policy = {"topics": [{"id": "offers", "name": "Offers & deals"}]}
+    put = await api.client.put("/api/policy", json=policy, headers=api.admin)
+    assert put.status_code == 200, put.text
+    form = {"List-Unsubscribe": "One-Click"}
+
+    offers = links_for(api.rapport, person, topic="offers")["unsubscribe"]
+    done = await api.client.post(path(offers), data=form)
+    assert done.status_code == 200 and title(done.text) == "You are unsubscribed"
+    assert "<p>You will no longer receive: Offers &amp; deals.</p>" in done.text
+    assert "topic:offers" not in done.text
+    # A topic the policy does not name reads as its id, as on the preference page.
+    birthday = links_for(api.rapport, person, topic="birthday")["unsubscribe"]
+    other = await api.client.post(path(birthday), data=form)
+    assert "<p>You will no longer receive: birthday.</p>" in other.text
+    await api.settle()

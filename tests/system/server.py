@@ -88,3 +88,17 @@ class RapportServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
+
+
+class SenderProcess(RapportServer):
+    """A ``rapport sender`` subprocess on the same data directory: delivery only, no HTTP."""
+
+    def start(self, timeout: float = 30.0) -> SenderProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir.parent / f"sender-{self.port}.log"
+        with self.log_path.open("ab") as log:  # the child keeps its own copy
+            command = [*RAPPORT, "sender", "--data-dir", str(self.data_dir)]
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        return self

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 
 from rapport.channels.base import PermanentDeliveryError
 from rapport.channels.links import LinkSigner
+from rapport.core.clock import VirtualClock
 from rapport.core.journeys.effects import SendEffect
 from rapport.core.policy.checks import GateVerdict
 from rapport.runtime.compose import Composer
@@ -312,3 +313,23 @@ async def test_a_message_for_a_merged_away_profile_goes_to_the_survivor(shop: Sh
     assert composed.profile_id == dana.json()["id"]
     assert composed.content == {"body": "Hi Dana"}
     assert msgspec.json.encode(composed)  # a plain, encodable message
+
+
+async def test_now_in_a_template_is_the_runtime_clock(shop: Shop) -> None:
+    """A runtime on a virtual clock renders the virtual date, not the machine's."""
+    dana = await shop.customer("dana", {"first_name": "Dana"})
+    await shop.template(
+        {
+            "id": "dated",
+            "name": "D",
+            "channel": "sms",
+            "body": 'Offer of {{ "now" | date: "%B %-d, %Y" }}, {{ profile.traits.first_name }}',
+        }
+    )
+    clock = VirtualClock(datetime(2031, 2, 14, 9, 30, tzinfo=UTC))
+    composer = Composer(shop.api.rapport.storage, SIGNER, PUBLIC_URL, clock)
+    composed = await composer(shop.message(dana, "dated", "sms", "+33612345678"))
+    assert composed.content == {"body": "Offer of February 14, 2031, Dana"}
+    clock.advance(timedelta(days=30))
+    again = await composer(shop.message(dana, "dated", "sms", "+33612345678"))
+    assert again.content == {"body": "Offer of March 16, 2031, Dana"}

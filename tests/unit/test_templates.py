@@ -46,13 +46,13 @@ def errors(**body: Any) -> list[TemplateError]:
 
 
 def rendered(template: CompiledTemplate, **context: Any) -> Rendered:
-    result = render_template(template, RenderContext(**context))
+    result = render_template(template, RenderContext(**{"now": T0, **context}))
     assert isinstance(result, Rendered), result
     return result
 
 
 def failed(template: CompiledTemplate, **context: Any) -> RenderFailure:
-    result = render_template(template, RenderContext(**context))
+    result = render_template(template, RenderContext(**{"now": T0, **context}))
     assert isinstance(result, RenderFailure), result
     return result
 
@@ -208,7 +208,7 @@ def test_limits_fail_the_render_instead_of_sending_a_cut_message() -> None:
 def test_a_render_never_raises(source: str, code: str | None) -> None:
     template = sms(source)
     journey = {"n": 3, "s": "a,b", "d": "not a date", "items": [{"k": 2}, {"k": None}, 7]}
-    result = render_template(template, RenderContext(journey=journey))
+    result = render_template(template, RenderContext(now=T0, journey=journey))
     if code is None:
         assert isinstance(result, Rendered | RenderFailure)
     else:
@@ -256,3 +256,27 @@ def test_the_cache_compiles_each_version_once() -> None:
     assert cache.get(v1) is first
     assert cache.get(v2) is not first and len(cache) == 1
     assert cache.get(v1) is not first  # evicted by v2, compiled again
+
+
+def test_now_is_the_render_time_never_the_machine_clock() -> None:
+    # A date the machine's clock cannot show while this suite runs.
+    virtual = datetime(2031, 2, 14, 9, 30, tzinfo=UTC)
+    template = sms(
+        '{{ "now" | date: "%Y-%m-%d %H:%M" }} {{ "today" | date: "%A" }}'
+        ' {{ "now" | date: "%s" }} {{ event.timestamp | date: "%d/%m/%Y" }}'
+    )
+    event = {"timestamp": "2026-03-01T12:00:00+00:00"}
+    result = rendered(template, now=virtual, event=event)
+    stamp = str(int(virtual.timestamp()))
+    assert result.parts["body"] == f"2031-02-14 09:30 Friday {stamp} 01/03/2026"
+    later = rendered(template, now=datetime(2031, 2, 15, 0, 0, tzinfo=UTC), event=event)
+    assert later.parts["body"].startswith("2031-02-15 00:00 Saturday")
+
+
+def test_now_cannot_be_read_as_a_variable() -> None:
+    # The render keeps its time among the template globals under a name no template reaches.
+    found = errors(channel="sms", body='{{ ["rapport.now"] }}')
+    assert [e.message for e in found] == [
+        "unknown variable 'rapport.now'; a template reads profile, event, journey, offer,"
+        " codes, links"
+    ]

@@ -87,8 +87,10 @@ def preference_page(
     return page(preference_title(channel), body)
 
 
-def unsubscribed_page(category: str) -> HTMLResponse:
-    label = escape(category_label(category))
+def unsubscribed_page(category: str, names: Mapping[str, str] | None = None) -> HTMLResponse:
+    """What a one-click unsubscribe answers; ``names`` as for ``preference_page``, so
+    she reads the topic's name ("Weekly offers"), not its id."""
+    label = escape(category_label(category, names))
     return page(
         "You are unsubscribed",
         f"<p>You will no longer receive: {label}.</p>"

@@ -282,7 +282,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
             context={"consent": {"categoryPreferences": {category: False}}},
         )
         await _append(rapport, event)
-    return unsubscribed_page(category)
+    return unsubscribed_page(category, await _topic_names(rapport, payload.w))
 
 
 def _valid_category(category: str) -> bool:

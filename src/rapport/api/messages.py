@@ -7,9 +7,11 @@ policy gate chose with every check it made and its outcome, then delivery:
 attempts, status, last error, the provider's message id.
 
 ``GET /api/profiles/{ref}/messages`` lists one profile's messages, newest
-first; ``GET /api/dead-letters`` lists messages that gave up (retries spent or
-a permanent error), and ``POST /api/dead-letters/{key}/replay`` puts one back
-in the outbox with its attempts reset (see ``rapport.runtime.sender``).
+first, with those sent to the profiles merged into hers (``merged_from``: a
+message keeps the profile id it was sent to); ``GET /api/dead-letters``
+lists messages that gave up (retries spent or a permanent error), and
+``POST /api/dead-letters/{key}/replay`` puts one back in the outbox with its
+attempts reset (see ``rapport.runtime.sender``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from rapport.api.definitions import json_response
 from rapport.api.errors import ApiError
 from rapport.api.profiles import resolve_profile
 from rapport.core.journeys.effects import SendEffect
-from rapport.storage.base import ApiKey
+from rapport.storage.base import ApiKey, Storage
 from rapport.storage.journey_runs import OutboxMessage
+from rapport.storage.outbox import OutboxPage
 
 router = APIRouter(tags=["messages"])
 
@@ -115,7 +118,8 @@ async def list_profile_messages(
 ) -> Response:
     rapport = get_rapport(request)
     profile = await resolve_profile(rapport, key.workspace_id, ref)
-    page = await rapport.storage.list_profile_messages(key.workspace_id, profile.id, limit, before)
+    owners = [profile.id, *profile.merged_from]
+    page = await profiles_messages(rapport.storage, key.workspace_id, owners, limit, before)
     return json_response(
         {
             "profile_id": profile.id,
@@ -123,6 +127,28 @@ async def list_profile_messages(
             "next_before": page.next_cursor,
         }
     )
+
+
+async def profiles_messages(
+    storage: Storage, workspace_id: str, profile_ids: list[str], limit: int, before: int | None
+) -> OutboxPage:
+    """The messages to any of ``profile_ids``, newest ``seq`` first, one page.
+
+    Messages keep the profile id they were sent to, so a merged profile's are
+    read under each id it absorbed; ``seq`` is one sequence for the whole
+    outbox, so the pages merge into one order and ``next_cursor`` stays a seq.
+    Each id's page has at most ``limit`` messages: the newest ``limit`` of the
+    union are among them, and there is more when the union has more or any id's
+    page was cut.
+    """
+    pages = [
+        await storage.list_profile_messages(workspace_id, owner, limit, before)
+        for owner in dict.fromkeys(profile_ids)
+    ]
+    merged = sorted((m for p in pages for m in p.messages), key=lambda m: m.seq, reverse=True)
+    chosen = merged[:limit]
+    more = len(merged) > limit or any(p.next_cursor is not None for p in pages)
+    return OutboxPage(chosen, chosen[-1].seq if more and chosen else None)
 
 
 @router.get(

@@ -12,7 +12,11 @@ field (``html``).
 
 ``POST /api/templates/{id}/preview`` renders the template as a send would:
 with a stored profile (``"profile": "user_id:dana"``) and/or a sample
-``event``, ``journey`` variables and ``offer``. A render that fails (a
+``event``, ``journey`` variables, ``offer`` and promo ``codes`` (pool id ->
+a sample code: nothing is claimed from a pool). The message's ``links``
+are preview links (``PREVIEW_LINK_TOKEN`` where a signed token would be):
+the message shows whole, and such a link acts on no one (its token is
+refused). "now" is the runtime clock's time. A render that fails (a
 missing variable, a limit) is still a completed preview: the answer says
 ``"status": "failed"`` with the failure a send would record.
 """
@@ -20,7 +24,7 @@ missing variable, a limit) is still a completed preview: the answer says
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
@@ -29,6 +33,7 @@ from rapport.api.auth import get_rapport, require_secret_key
 from rapport.api.definitions import json_response, read_definition
 from rapport.api.errors import ApiError
 from rapport.api.profiles import resolve_profile
+from rapport.channels.links import LinkKind, link_url
 from rapport.core.templates import (
     CHANNELS,
     RenderContext,
@@ -47,12 +52,16 @@ from rapport.core.templates import (
     render_template,
 )
 from rapport.core.templates.definitions import TEMPLATE_ID_PATTERN
+from rapport.runtime.compose import TEMPLATE_LINKS
 from rapport.runtime.service import Rapport
 from rapport.storage.base import ApiKey
 
 router = APIRouter(prefix="/api/templates", tags=["templates"])
 
-_PREVIEW_FIELDS = frozenset(("profile", "event", "journey", "offer", "version"))
+_PREVIEW_FIELDS = frozenset(("profile", "event", "journey", "offer", "codes", "version"))
+PREVIEW_LINK_TOKEN = "PREVIEW-not-a-real-link"
+"""Stands for the signed token in a preview's links: unsigned, so the link
+endpoints refuse it (400 ``invalid_link``) and it acts on no customer."""
 
 _S1_EXAMPLE: dict[str, Any] = {
     "id": "backorder-thanks",
@@ -271,7 +280,8 @@ async def preview_template(
 ) -> Response:
     """Body (all optional): ``profile`` (a ref, ``user_id:dana``), ``event``
     (``{"name", "properties", "timestamp"}``), ``journey`` (an object of
-    variables), ``offer`` (an object), ``version`` (default: the latest).
+    variables), ``offer`` (an object), ``codes`` (pool id -> sample code),
+    ``version`` (default: the latest). ``links`` are preview links.
     Answers ``status`` ``rendered`` with ``parts`` and ``defaults_used``, or
     ``failed`` with the ``failure`` a send would record."""
     rapport = get_rapport(request)
@@ -293,10 +303,13 @@ async def preview_template(
     if found is None:
         raise _not_found(template_id)
     context = RenderContext(
+        now=rapport.clock.now(),
         profile=await _profile(rapport, key, body.get("profile")),
         event=_event(body.get("event")),
         journey=_object(body, "journey"),
         offer=_object(body, "offer") if body.get("offer") is not None else None,
+        codes=_codes(body.get("codes")),
+        links=preview_links(rapport.settings.public_url),
     )
     compiled = _cache(request).get(found)
     if isinstance(compiled, list):  # stored before a stricter check: say what is wrong
@@ -328,6 +341,33 @@ async def _profile(rapport: Rapport, key: ApiKey, ref: Any) -> dict[str, Any]:
     except ApiError as error:
         status = 422 if error.status == 400 else error.status
         raise ApiError(status, error.code, error.message, field="profile") from None
+
+
+def preview_links(public_url: str) -> dict[str, str]:
+    """The links a template may show, as preview links: the real URL shape, no real token."""
+    return {
+        name: link_url(public_url, cast(LinkKind, name), PREVIEW_LINK_TOKEN)
+        for name in TEMPLATE_LINKS
+    }
+
+
+def _codes(value: Any) -> dict[str, str]:
+    """Sample promo codes by pool id: shown as given, nothing claimed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(
+            422, "invalid_codes", "codes must be an object: pool id -> sample code", field="codes"
+        )
+    for pool_id, code in value.items():
+        if not isinstance(code, str) or not code:
+            raise ApiError(
+                422,
+                "invalid_codes",
+                f"codes.{pool_id} must be a sample code (a non-empty string)",
+                field=f"codes.{pool_id}",
+            )
+    return value
 
 
 def _object(body: dict[str, Any], name: str) -> dict[str, Any]:

@@ -64,6 +64,8 @@ TEMPLATE_LINKS = ("unsubscribe",)
 """The message's links a template may show (``links.unsubscribe``); the open pixel,
 click redirect and status callback are the channels' business."""
 _BUILTIN_AT = datetime(2026, 1, 1, tzinfo=UTC)
+POOLS_CACHED = 1024
+"""Compiled templates whose pool analysis the composer keeps (all dropped when full)."""
 
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode_json = msgspec.json.Encoder().encode
@@ -88,6 +90,7 @@ class Composer:
         self._public_url = public_url
         self._clock = clock
         self._templates = templates or TemplateCache()
+        self._pools: dict[int, tuple[CompiledTemplate, list[str] | UnresolvablePoolReference]] = {}
 
     async def __call__(self, message: OutboxMessage) -> OutgoingMessage:
         effect = message.effect
@@ -117,6 +120,7 @@ class Composer:
             topic=effect.topic,
         )
         context = RenderContext(
+            now=self._clock.now(),
             profile=profile_context(profile),
             event={} if event is None else event_context(event),
             journey=self._journey_data(effect, workspace_id, profile.id),
@@ -201,12 +205,11 @@ class Composer:
     async def _claim_codes(
         self, compiled: CompiledTemplate, profile_id: str, message: OutboxMessage
     ) -> dict[str, str]:
-        try:
-            pools = template_code_pools(compiled)
-        except UnresolvablePoolReference as error:
+        pools = self._pools_read(compiled)
+        if isinstance(pools, UnresolvablePoolReference):
             raise PermanentDeliveryError(
-                f"template {compiled.id!r} version {compiled.version}: {error}"
-            ) from None
+                f"template {compiled.id!r} version {compiled.version}: {pools}"
+            )
         codes: dict[str, str] = {}
         for pool_id in pools:
             try:
@@ -229,6 +232,26 @@ class Composer:
                 )
             codes[pool_id] = code
         return codes
+
+    def _pools_read(self, compiled: CompiledTemplate) -> list[str] | UnresolvablePoolReference:
+        """``template_code_pools``, once per compiled template.
+
+        The static analysis walks every part's syntax tree: a third of a
+        message's composing time when done for each message. A compiled
+        template never changes, and the entry holds it, so its ``id`` cannot
+        be reused by another object while the entry is here.
+        """
+        found = self._pools.get(id(compiled))
+        if found is not None and found[0] is compiled:
+            return found[1]
+        try:
+            pools: list[str] | UnresolvablePoolReference = template_code_pools(compiled)
+        except UnresolvablePoolReference as error:
+            pools = error
+        if len(self._pools) >= POOLS_CACHED:
+            self._pools.clear()
+        self._pools[id(compiled)] = (compiled, pools)
+        return pools
 
     async def _trigger(
         self, workspace_id: str, profile_id: str, message_id: str | None

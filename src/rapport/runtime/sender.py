@@ -180,8 +180,19 @@ class Sender:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then wait for sends in flight."""
         failures = 0
+        look_first = False
         while not stop.is_set():
+            woken = self._wake.is_set()
             self._wake.clear()
+            if look_first and not woken:
+                # The poll, not a commit, ended the sleep: read whether anything is
+                # due before claiming. A claim is a write (on SQLite it takes the
+                # file's write lock, which the other processes then wait for); a
+                # sender in a process of its own polls often (``idle_poll``).
+                delay = await self._until_next(self.config.idle_poll)
+                if delay > 0:
+                    await _sleep(stop, self._wake, delay)
+                    continue
             room = self.room()
             try:
                 claimed = await self.run_once()
@@ -190,6 +201,7 @@ class Sender:
                 failures += 1
                 log.error("sender.claim_failed", attempt=failures, exc_info=exc)
                 claimed = 0
+            look_first = claimed == 0 and not failures
             roomy = self.room() >= self._worth_claiming()
             if claimed >= room > 0 and roomy:
                 await asyncio.sleep(0)  # more is due: claim again at once

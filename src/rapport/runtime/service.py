@@ -123,7 +123,7 @@ class Rapport:
         self.event_log = event_log
         self.clock: Clock = clock or SystemClock()
         self.ids: IdGenerator = ids or RandomIds()
-        self.metrics = Metrics()
+        self.metrics = Metrics(sender=lambda: self.sender)
         self.key_cache = KeyCache(KEY_CACHE_SECONDS)
         self.rules = identity_rules(settings)
         self.processor = Processor(

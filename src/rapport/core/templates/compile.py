@@ -14,6 +14,10 @@ no harm whoever wrote it:
 - HTML parts (the email ``html``) escape every value they output; a value
   can only reach the HTML unescaped through the ``safe`` filter, written by
   the template's author;
+- the ``date`` filter reads ``"now"`` and ``"today"`` as the render's own
+  time (``RenderContext.now``, from the runtime's clock), never the
+  machine's: a scenario on a virtual clock renders the virtual date, and a
+  message composed again (a retry) shows the date it is sent;
 - limits: loops stop after ``LOOP_ITERATION_LIMIT`` iterations in all, an
   HTML part's output after ``HTML_OUTPUT_LIMIT`` bytes and any other part's
   after ``TEXT_OUTPUT_LIMIT``, assigned values after ``LOCAL_NAMESPACE_LIMIT``
@@ -37,11 +41,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Final
 
 from liquid import BoundTemplate, Environment
+from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError
-from liquid.undefined import FalsyStrictUndefined, Undefined
+from liquid.filter import liquid_filter, with_context, with_environment
+from liquid.undefined import FalsyStrictUndefined, Undefined, is_undefined
 
 from rapport.core.templates.definitions import (
     HTML_PARTS,
@@ -56,6 +63,10 @@ HTML_OUTPUT_LIMIT: Final = 512 * 1024
 TEXT_OUTPUT_LIMIT: Final = 64 * 1024
 LOCAL_NAMESPACE_LIMIT: Final = 1024 * 1024
 _REMOVED_TAGS: Final = ("include", "render")
+NOW_GLOBAL: Final = "rapport.now"
+"""Where a render keeps its time among the template's globals. Not a name a
+template can read: the compile-time check refuses every root outside ``ROOTS``."""
+_NOW_WORDS: Final = ("now", "today")
 
 
 class Missing(FalsyStrictUndefined):
@@ -70,6 +81,26 @@ class Missing(FalsyStrictUndefined):
         return hash(None)
 
 
+@with_context
+@with_environment
+@liquid_filter
+def clock_date(value: Any, fmt: Any, *, context: Any, environment: Environment) -> str:
+    """Liquid's ``date`` filter, with ``"now"`` / ``"today"`` read from the render's time.
+
+    python-liquid would read the machine's local time for them; a render gets
+    its time from the runtime's ``Clock`` instead (``RenderContext.now``).
+    """
+    if not is_undefined(value) and not is_undefined(fmt) and value in _NOW_WORDS:
+        now = context.globals.get(NOW_GLOBAL)
+        if not isinstance(now, datetime):
+            raise ValueError("this render was given no time for 'now'")
+        if fmt == "%s":  # the C library would read an aware time as local time
+            return str(int(now.timestamp()))
+        value = now
+    result: str = liquid_date(value, fmt, environment=environment)
+    return result
+
+
 class _SafeEnvironment(Environment):
     loop_iteration_limit: ClassVar[int | None] = LOOP_ITERATION_LIMIT
     local_namespace_limit: ClassVar[int | None] = LOCAL_NAMESPACE_LIMIT
@@ -79,6 +110,7 @@ class _SafeEnvironment(Environment):
         super().__init__(undefined=Missing, strict_filters=True, autoescape=autoescape)
         for tag in _REMOVED_TAGS:
             del self.tags[tag]
+        self.filters["date"] = clock_date
 
 
 class _HtmlEnvironment(_SafeEnvironment):

@@ -28,6 +28,11 @@ The context a template reads has six roots:
     its text. The composer signs them for the message before rendering;
     empty in a preview. No declared default can fill it.
 
+Beside the roots, a render has its time, ``now``: what ``{{ "now" | date: "%Y" }}``
+(or ``"today"``) shows. The composer passes its clock's time and a preview
+the API's, so a run on a virtual clock renders the virtual date; the
+machine's clock is never read.
+
 The rule for missing values, in order:
 
 1. a declared variable (``variables``: path -> default) whose value is
@@ -48,13 +53,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from liquid import BoundTemplate
 from liquid.exceptions import LiquidError, ResourceLimitError, UndefinedError
 
 from rapport.core.model import Event, Profile
-from rapport.core.templates.compile import CompiledTemplate, source_position
+from rapport.core.templates.compile import NOW_GLOBAL, CompiledTemplate, source_position
 from rapport.core.templates.definitions import ROOTS
 
 MISSING_VARIABLE: Final = "missing_variable"
@@ -64,8 +70,12 @@ RENDER_ERROR: Final = "render_error"
 
 @dataclass(frozen=True, slots=True)
 class RenderContext:
-    """What a template is rendered with (see the module docstring for each root)."""
+    """What a template is rendered with (see the module docstring for each root).
 
+    ``now`` is required so no caller can forget its clock: it is the render's
+    time (``"now" | date``), an aware datetime from the runtime's ``Clock``."""
+
+    now: datetime = field(kw_only=True)
     profile: Mapping[str, Any] = field(default_factory=lambda: empty_profile_context())
     event: Mapping[str, Any] = field(default_factory=dict)
     journey: Mapping[str, Any] = field(default_factory=dict)
@@ -143,6 +153,8 @@ def render_template(compiled: CompiledTemplate, context: RenderContext) -> Rende
         "links": context.links,
     }
     used = _apply_defaults(roots, compiled.variables)
+    # Added after the defaults: a declared path can never reach it.
+    roots[NOW_GLOBAL] = context.now
     parts: dict[str, Any] = {}
     for part in compiled.parts:
         path = f"$.{part.name}"
