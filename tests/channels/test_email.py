@@ -6,6 +6,8 @@ import asyncio
 import re
 import socket
 import warnings
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +16,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from rapport.channels.base import OutgoingMessage, PermanentDeliveryError, TransientDeliveryError
-from rapport.channels.email import EmailChannel, message_id
+from rapport.channels.email import EmailChannel, build_email, message_id
 from rapport.channels.links import LinkSigner, message_links
 from tests.providers import MailSink, SmtpServer
 
@@ -285,3 +287,94 @@ async def test_login_when_a_username_is_set(signer: LinkSigner) -> None:
                 protocol.transport.close()
         await server.wait_closed()
     assert len(sink.received) == 1
+
+
+async def test_non_ascii_dot_lines_and_headers_arrive_intact(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = EmailChannel(
+        "127.0.0.1",
+        smtp_server.port,
+        sender="Boutique Hélène <news@shop.example.com>",
+        signer=signer,
+        tls="none",
+        timeout=5,
+    )
+    # Lines starting with a dot: aiosmtplib doubles them in DATA, the server undoes it.
+    text = ".\n..\n.hidden line\nFrom here on, Grüße\r\nlast line  "
+    html = "<p>Привет, Дана</p>\n.<br>\n" + "<span>é</span>" * 200
+    message = outgoing(
+        signer,
+        to="Dana Ünlü <dana@example.com>",
+        content={"subject": "Nouveautés — скидки", "text": text, "html": html},
+        headers={
+            "Reply-To": "Service Clientèle <help@shop.example.com>",
+            "X-Note": "ça va",
+            "Bcc": "hidden@example.com",
+            "Date": "Mon, 1 Jan 2001 00:00:00 +0000",
+        },
+    )
+    try:
+        await email.send(message)
+    finally:
+        await email.close()
+    [received] = smtp_server.sink.received
+    mail = received.message
+    assert received.rcpt_tos == ["dana@example.com"]
+    assert mail["Subject"] == "Nouveautés — скидки"
+    assert (mail["From"].addresses[0].display_name, mail["From"].addresses[0].addr_spec) == (
+        "Boutique Hélène",
+        "news@shop.example.com",
+    )
+    assert mail["To"].addresses[0].display_name == "Dana Ünlü"
+    assert mail["Reply-To"].addresses[0].display_name == "Service Clientèle"
+    assert mail["X-Note"] == "ça va"
+    assert mail["Bcc"] is None
+    assert mail.get_all("Date") is not None and len(mail.get_all("Date")) == 1
+    assert "2001" not in mail["Date"]
+    sent_text, sent_html = parts(mail)
+    assert (
+        sent_text.replace("\r\n", "\n") == ".\n..\n.hidden line\nFrom here on, Grüße\nlast line  \n"
+    )
+    assert sent_html.replace("\r\n", "\n").startswith("<p>Привет, Дана</p>\n.<br>\n<span>é</span>")
+
+
+def test_build_email_writes_ascii_crlf_bytes(signer: LinkSigner) -> None:
+    now = datetime(2026, 11, 22, 21, 30, tzinfo=UTC)
+    raw = build_email(
+        outgoing(signer), sender="Shop <news@shop.example.com>", signer=signer, now=now
+    )
+    assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"")
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["Date"] == "Sun, 22 Nov 2026 21:30:00 +0000"
+    assert mail["Message-ID"] == message_id("msg-1", "shop.example.com")
+    assert mail["MIME-Version"] == "1.0"
+    assert mail["Subject"] == "Shoes for you"  # not the "Subject" of message.headers
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"headers": {"X Bad": "v"}}, "header name"),
+        ({"headers": {"X-Bad": "a\u2028b"}}, "line break"),
+        ({"content": {"subject": "a\nBcc: x@example.com", "text": "t"}}, "line break"),
+        ({"to": "Dana <dänä@example.com>"}, "address"),
+    ],
+)
+def test_build_email_refuses_what_could_inject_or_cannot_be_ascii(
+    signer: LinkSigner, change: dict[str, object], match: str
+) -> None:
+    with pytest.raises(PermanentDeliveryError, match=match):
+        build_email(outgoing(signer, **change), sender="news@shop.example.com", signer=signer)
+
+
+async def test_a_non_ascii_recipient_is_permanent(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    email = channel(smtp_server, signer)
+    try:
+        with pytest.raises(PermanentDeliveryError, match="email address"):
+            await email.send(outgoing(signer, to="dänä@example.com"))
+    finally:
+        await email.close()
+    assert smtp_server.sink.received == []
