@@ -124,7 +124,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
     except DocumentError as exc:
         return [f"{path}: {exc}"], False
 
-    async def run(storage: Storage, event_log: EventLog, workspace_id: str) -> Lines:
+    async def run(storage: Storage, workspace_id: str) -> Lines:
         clock = SystemClock()
         try:
             stored, created = await save_definition(storage, workspace_id, document, clock.now())
@@ -136,7 +136,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
             return lines, True
         try:
             versions = await apply_action(
-                storage, workspace_id, stored.journey_id, PUBLISH, clock.now(), event_log
+                storage, workspace_id, stored.journey_id, PUBLISH, clock.now()
             )
         except (IllegalTransition, UnknownSegments, InvalidJourney) as exc:
             return [*lines, f"{stored.journey_id}: not published: {exc}"], False
@@ -144,7 +144,7 @@ async def apply_file(settings: Settings, workspace: str, path: Path, publish: bo
         note = f"; v{', v'.join(map(str, others))} keep their in-flight instances" if others else ""
         return [*lines, f"{stored.journey_id}: published v{stored.version}{note}"], True
 
-    return await _with_backends(settings, workspace, run)
+    return await _with_storage(settings, workspace, run)
 
 
 async def list_journeys(settings: Settings, workspace: str) -> Lines:
@@ -183,10 +183,10 @@ async def show_journey(settings: Settings, workspace: str, journey_id: str) -> L
 async def change_journey(settings: Settings, workspace: str, journey_id: str, action: str) -> Lines:
     """publish, pause, resume or archive; the journey's line afterwards."""
 
-    async def run(storage: Storage, event_log: EventLog, workspace_id: str) -> Lines:
+    async def run(storage: Storage, workspace_id: str) -> Lines:
         try:
             versions = await apply_action(
-                storage, workspace_id, journey_id, action, SystemClock().now(), event_log
+                storage, workspace_id, journey_id, action, SystemClock().now()
             )
         except JourneyNotFound:
             return [f"no journey {journey_id!r}"], False
@@ -194,4 +194,4 @@ async def change_journey(settings: Settings, workspace: str, journey_id: str, ac
             return [str(exc)], False
         return [describe(versions)], True
 
-    return await _with_backends(settings, workspace, run)
+    return await _with_storage(settings, workspace, run)

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rapport.core.backfill import DONE, RUNNING, advance_backfill, start_backfill
+from rapport.core.backfill import (
+    COMPUTED_TRAIT,
+    DONE,
+    RUNNING,
+    SEGMENT,
+    advance_backfill,
+    start_backfill,
+)
+from rapport.core.computed_traits import ComputedTraitDraft
 from rapport.core.model import ProfileEvent
 from rapport.core.profiles import new_profile
 from rapport.core.segments import SegmentDraft
@@ -193,3 +201,57 @@ async def test_timeline_events_by_profiles_names_and_time(backend: Backend) -> N
     assert await storage.timeline_events(WS, [], ["Viewed"], None) == []
     assert await storage.timeline_events(WS, ["prof_a"], [], None) == []
     assert await storage.timeline_events("ws_other", ["prof_a"], ["Viewed"], None) == []
+    every = await storage.timeline_events(WS, ["prof_a", "prof_b"], None, None)
+    assert [e.offset for e in every] == [1, 2, 3, 5, 6]
+    late = await storage.timeline_events(WS, ["prof_b"], None, T0 + timedelta(minutes=6))
+    assert [e.offset for e in late] == [6]
+
+
+async def test_computed_trait_writes_start_jobs_kept_apart_from_segments(
+    backend: Backend,
+) -> None:
+    storage, _ = backend
+    await store_profiles(backend, WS, ["prof_a", "prof_b"])
+    segment = SegmentDraft(
+        workspace_id=WS,
+        id="gold",
+        name="Gold",
+        kind="dynamic",
+        condition={"trait": "plan", "op": "equals", "value": "gold"},
+    )
+    await storage.put_segment(segment, T0)
+    trait = ComputedTraitDraft(
+        workspace_id=WS, id="gold", kind="aggregate", compute={"event": "Order Completed"}
+    )
+    later = T0 + timedelta(seconds=1)
+    v1 = await storage.put_computed_trait(trait, later)
+    job = await storage.get_computed_trait_backfill(WS, "gold")
+    assert job is not None
+    assert (job.kind, job.version, job.status, job.total, job.started_at) == (
+        COMPUTED_TRAIT,
+        v1.version,
+        RUNNING,
+        2,
+        later,
+    )
+    # Same id, other kind: the segment's job is its own.
+    segment_job = await storage.get_backfill(WS, "gold")
+    assert segment_job is not None and segment_job.kind == SEGMENT
+    assert await storage.get_computed_trait_backfill(WS, "silver") is None
+    assert [j.kind for j in await storage.running_backfills()] == [SEGMENT, COMPUTED_TRAIT]
+
+    done = advance_backfill(
+        job, cursor="prof_b", processed=2, entered=1, exited=0, changed=2, finished=True, now=later
+    )
+    assert await storage.put_backfill(done)
+    assert await storage.get_computed_trait_backfill(WS, "gold") == done
+    assert await storage.get_backfill(WS, "gold") == segment_job
+    assert [j.kind for j in await storage.running_backfills()] == [SEGMENT]
+
+    v2 = await storage.put_computed_trait(trait, later + timedelta(seconds=1))
+    assert not await storage.put_backfill(done), "a replaced version's progress is refused"
+    job = await storage.get_computed_trait_backfill(WS, "gold")
+    assert job is not None and (job.version, job.status, job.changed) == (v2.version, RUNNING, 0)
+    # Deleting needs no walk: the job of the last active version stays as it is.
+    assert await storage.delete_computed_trait(WS, "gold", later + timedelta(seconds=2))
+    assert await storage.get_computed_trait_backfill(WS, "gold") == job

@@ -24,6 +24,7 @@ from rapport.core.journeys import (
     JourneyAlreadyExists,
     JourneyNotFound,
 )
+from rapport.storage.journey_signals import CONTROL_SOURCE, SIGNAL_KEY_PREFIX
 from tests.contract.conftest import Backend, BackendFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -230,3 +231,49 @@ async def test_versions_survive_a_reopen(backend_factory: BackendFactory) -> Non
     entry = await storage.entry_journey_version(WS, "welcome-series")
     assert entry is not None and entry.definition == definition()
     assert await storage.journeys_revision() == revision
+
+
+async def _signals(backend: Backend) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(key, event name, properties)`` of the stored journey signals, in delivery order."""
+    storage, _ = backend
+    rows = await storage.due_scheduled(T0, 100)
+    return [
+        (row.key, str(row.event.event), row.event.properties)
+        for row in rows
+        if row.key.startswith(SIGNAL_KEY_PREFIX)
+    ]
+
+
+async def test_publish_and_resume_store_their_signal_with_the_transition(
+    backend: Backend,
+) -> None:
+    storage, _ = backend
+    await storage.save_journey(WS, "welcome-series", definition(), T0)
+    await storage.transition_journey(WS, "welcome-series", PUBLISH, T0)
+    published = ("journey-signal:welcome-series:published:v1", "Journey Published")
+    props = {"journey_id": "welcome-series", "version": 1}
+    assert await _signals(backend) == [(*published, props)]
+    [row] = await storage.due_scheduled(T0, 100)
+    assert row.event.source == CONTROL_SOURCE
+    assert row.event.message_id == "journey-published:welcome-series:v1"
+
+    await storage.transition_journey(WS, "welcome-series", PAUSE, T0)
+    assert len(await _signals(backend)) == 1, "a pause signals nothing"
+    await storage.transition_journey(WS, "welcome-series", RESUME, T0)
+    await storage.transition_journey(WS, "welcome-series", PAUSE, T0)
+    await storage.transition_journey(WS, "welcome-series", RESUME, T0)
+    signals = await _signals(backend)
+    resumes = [s for s in signals if s[1] == "Journey Resume Requested"]
+    assert len(resumes) == 2, "each resume has its own signal, even at the same instant"
+    assert [s[1] for s in signals] == [
+        "Journey Published",
+        "Journey Resume Requested",
+        "Journey Resume Requested",
+    ], "delivered in the order the transitions were written"
+
+    # A refused transition stores no signal either.
+    await storage.save_journey(WS, "other", {**definition(), "id": "other"}, T0)
+    with pytest.raises(IllegalTransition):
+        await storage.transition_journey(WS, "other", RESUME, T0)
+    await storage.transition_journey(WS, "welcome-series", ARCHIVE, T0)
+    assert len(await _signals(backend)) == 3

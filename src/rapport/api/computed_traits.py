@@ -8,6 +8,10 @@ as a path of the body (``compute.window``). Deleting is soft: the name can
 be used again and its versions go on counting. The engine owns a computed
 trait's name: ``PATCH /api/profiles/{ref}/traits`` refuses it (409
 ``computed_trait``).
+
+Every create or update starts a backfill that rebuilds the trait on the
+profiles that exist from their timelines (``rapport.runtime.backfill``);
+its progress is answered as ``backfill``, as for segments.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from starlette.responses import Response
 from rapport.api.auth import get_rapport, require_secret_key
 from rapport.api.definitions import json_response, read_definition_object
 from rapport.api.errors import ApiError
+from rapport.api.segments import backfill_body
+from rapport.core.backfill import BackfillJob
 from rapport.core.computed_traits import (
     AGGREGATE,
     KINDS,
@@ -81,7 +87,14 @@ def _time(value: datetime) -> str:
     return value.isoformat()
 
 
-def computed_trait_body(definition: ComputedTraitDefinition) -> dict[str, Any]:
+def computed_trait_body(
+    definition: ComputedTraitDefinition, backfill: BackfillJob | None = None
+) -> dict[str, Any]:
+    """The definition as answered, with the progress of the ``backfill`` of this version if given.
+
+    The backfill's ``changed`` counts the profiles whose value it changed;
+    ``entered``/``exited`` the segment memberships that followed.
+    """
     body: dict[str, Any] = {
         "id": definition.id,
         "description": definition.description,
@@ -100,7 +113,14 @@ def computed_trait_body(definition: ComputedTraitDefinition) -> dict[str, Any]:
             "pages": computation.pages,
         }
         body["time_dependent"] = computation.windowed
+    if backfill is not None and backfill.version == definition.version:
+        body["backfill"] = {**backfill_body(backfill), "changed": backfill.changed}
     return body
+
+
+async def _answered(rapport: Rapport, definition: ComputedTraitDefinition) -> dict[str, Any]:
+    job = await rapport.storage.get_computed_trait_backfill(definition.workspace_id, definition.id)
+    return computed_trait_body(definition, job)
 
 
 def _check_id(trait_id: str, field: str) -> None:
@@ -193,7 +213,7 @@ async def create_computed_trait(
             f" PUT /api/computed-traits/{trait_id} updates it",
             field="id",
         ) from None
-    return json_response(computed_trait_body(stored), 201)
+    return json_response(await _answered(rapport, stored), 201)
 
 
 @router.put(
@@ -215,7 +235,7 @@ async def put_computed_trait(
     draft = _draft(key.workspace_id, trait_id, body)
     existed = await rapport.storage.get_computed_trait(key.workspace_id, trait_id) is not None
     stored = await rapport.storage.put_computed_trait(draft, rapport.clock.now())
-    return json_response(computed_trait_body(stored), 200 if existed else 201)
+    return json_response(await _answered(rapport, stored), 200 if existed else 201)
 
 
 @router.get("", summary="The workspace's computed traits, by name")
@@ -224,7 +244,7 @@ async def list_computed_traits(
 ) -> Response:
     rapport = get_rapport(request)
     definitions = await rapport.storage.list_computed_traits(key.workspace_id)
-    return json_response({"computed_traits": [computed_trait_body(d) for d in definitions]})
+    return json_response({"computed_traits": [await _answered(rapport, d) for d in definitions]})
 
 
 @router.get("/{trait_id}", summary="A computed trait (its latest version)")
@@ -235,7 +255,7 @@ async def get_computed_trait(
     found = await rapport.storage.get_computed_trait(key.workspace_id, trait_id)
     if found is None:
         raise _not_found(trait_id)
-    return json_response(computed_trait_body(found))
+    return json_response(await _answered(rapport, found))
 
 
 @router.delete("/{trait_id}", summary="Delete a computed trait")

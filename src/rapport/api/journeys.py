@@ -333,14 +333,11 @@ async def journey_action(
     rapport = get_rapport(request)
     try:
         versions = await apply_action(
-            rapport.storage,
-            key.workspace_id,
-            journey_id,
-            action,
-            rapport.clock.now(),
-            rapport.event_log,
+            rapport.storage, key.workspace_id, journey_id, action, rapport.clock.now()
         )
-        rapport.journey_triggers.notify()
+        # A publish or resume stored its signal with the new status: the relay
+        # delivers it now rather than at its next look at the schedule.
+        rapport.relay.notify()
     except JourneyNotFound:
         raise _not_found(journey_id) from None
     except IllegalTransition as exc:

@@ -19,6 +19,13 @@ changes nothing and counts nothing).
 later are evaluated by streaming as their first event arrives, and may or
 may not be walked too (their id may sort after the cursor). It is meant for
 a progress bar, not for accounting.
+
+Computed traits (``rapport.core.computed_traits``) are walked by the same
+jobs, of ``kind`` ``computed_trait``: one per (workspace, trait), started by
+every write of an active definition (a deleted trait has nothing to
+rebuild), whose pages rebuild the trait's state from each profile's
+timeline. ``segment_id`` then holds the trait's id, and ``changed`` counts
+the profiles whose value the walk changed.
 """
 
 from __future__ import annotations
@@ -34,16 +41,22 @@ from rapport.core.conditions.aggregates import AggregateSpec
 from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Profile
 
+SEGMENT: Final = "segment"
+COMPUTED_TRAIT: Final = "computed_trait"
+BACKFILL_KINDS: Final = (SEGMENT, COMPUTED_TRAIT)
+"""What a job walks profiles for: a segment definition or a computed-trait definition."""
+
 RUNNING: Final = "running"
 DONE: Final = "done"
 BACKFILL_STATUSES: Final = frozenset((RUNNING, DONE))
 
 
 class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
-    """The progress of walking a workspace's profiles for one segment version."""
+    """The progress of walking a workspace's profiles for one definition version."""
 
     workspace_id: str
     segment_id: str
+    """The definition's id: a segment's, or a computed trait's (``kind``)."""
     version: int
     """The definition version the job brings profiles to."""
     status: str
@@ -57,6 +70,10 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    kind: str = SEGMENT
+    """``segment`` or ``computed_trait`` (jobs stored before traits had any are segments')."""
+    changed: int = 0
+    """Computed-trait jobs: profiles whose trait value the walk changed."""
 
     @property
     def running(self) -> bool:
@@ -73,9 +90,14 @@ class BackfillJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def start_backfill(
-    workspace_id: str, segment_id: str, version: int, total: int, now: datetime
+    workspace_id: str,
+    segment_id: str,
+    version: int,
+    total: int,
+    now: datetime,
+    kind: str = SEGMENT,
 ) -> BackfillJob:
-    """A job that has not walked anything yet."""
+    """A job that has not walked anything yet (``segment_id``: the definition's id)."""
     return BackfillJob(
         workspace_id=workspace_id,
         segment_id=segment_id,
@@ -84,6 +106,7 @@ def start_backfill(
         total=total,
         started_at=now,
         updated_at=now,
+        kind=kind,
     )
 
 
@@ -96,14 +119,16 @@ def advance_backfill(
     exited: int,
     finished: bool,
     now: datetime,
+    changed: int = 0,
 ) -> BackfillJob:
-    """``job`` after one more page: ``processed``/``entered``/``exited`` are the page's counts."""
+    """``job`` after one more page: ``processed``, ``entered``... are the page's counts."""
     return msgspec.structs.replace(
         job,
         cursor=cursor if cursor is not None else job.cursor,
         processed=job.processed + processed,
         entered=job.entered + entered,
         exited=job.exited + exited,
+        changed=job.changed + changed,
         status=DONE if finished else job.status,
         updated_at=now,
         finished_at=now if finished else None,

@@ -14,8 +14,6 @@ from typing import Any
 
 from rapport.core.journeys import (
     PUBLISH,
-    PUBLISHED,
-    RESUME,
     InvalidJourney,
     JourneyError,
     JourneyNotFound,
@@ -25,8 +23,7 @@ from rapport.core.journeys import (
     referenced_segments,
 )
 from rapport.core.journeys.lifecycle import draft_of
-from rapport.runtime.journey_triggers import published_event, resume_event
-from rapport.storage.base import EventLog, Storage
+from rapport.storage.base import Storage
 
 
 class UnknownSegments(Exception):
@@ -81,27 +78,18 @@ async def save_definition(
 
 
 async def apply_action(
-    storage: Storage,
-    workspace_id: str,
-    journey_id: str,
-    action: str,
-    now: datetime,
-    event_log: EventLog | None = None,
+    storage: Storage, workspace_id: str, journey_id: str, action: str, now: datetime
 ) -> list[JourneyVersion]:
     """Apply a lifecycle action; publishing first checks the draft's segment references.
 
-    With ``event_log``, a publish or a resume is then logged for the
-    journey-trigger consumer (``journey_triggers``): the version's schedules
-    and date triggers are set up, and paused instances resumed (``on_resume``).
+    A publish or a resume stores its signal in the same transaction as the
+    new status (``storage.journey_signals``); the relay delivers it to the
+    journey-trigger consumer (``journey_triggers``), which sets up the
+    version's schedules and date triggers and resumes paused instances
+    (``on_resume``), also after a crash right after the transition. Callers
+    in the serving process wake the relay (``Relay.notify``) so it goes at once.
     """
-    versions = await _transition(storage, workspace_id, journey_id, action, now)
-    if event_log is not None:
-        if action == PUBLISH:
-            newest = max(v.version for v in versions if v.status == PUBLISHED)
-            await event_log.append([published_event(workspace_id, journey_id, newest, now)])
-        elif action == RESUME:
-            await event_log.append([resume_event(workspace_id, journey_id, now)])
-    return versions
+    return await _transition(storage, workspace_id, journey_id, action, now)
 
 
 async def _transition(

@@ -10,19 +10,28 @@ such *control* event appends one internal event per concerned profile,
 page by page; the processor then handles each in that profile's order like
 any other event (``engine._fires``, ``journey_effects``):
 
-* ``Journey Published`` (appended by ``journey_admin.apply_action``): each
-  ``schedule`` trigger gets a scheduled row for its first run; when the
-  version has ``date`` triggers, every profile holding one of their traits
-  gets a ``Journey Date Sync`` (``journey_dates`` computes her timer);
+* ``Journey Published`` (stored with the publish's transition,
+  ``storage.journey_signals``, and delivered by the relay; or a
+  reconciling one from migration 0016): each ``schedule`` trigger without
+  a timer gets a scheduled row for its first run; when the version has
+  ``date`` triggers, every profile holding one of their traits gets a
+  ``Journey Date Sync`` (``journey_dates`` computes her timer);
 * ``Journey Schedule Run`` (that row, delivered by the relay when due):
   if the version still takes entries, every current member of the
   audience segment (membership index, paged) gets a ``Journey Scheduled
-  Entry``; then the next run is scheduled (a paused journey skips the run
-  but keeps its schedule; an archived or superseded version stops);
-* ``Journey Resume Requested``: every profile with an instance the pause
-  stopped gets a ``Journey Resumed``, which the processor hands to
-  ``engine.on_resume``;
+  Entry`` -- for one run, the latest due when this consumer first read the
+  row's event, and only within the trigger's catch-up window
+  (``journey_schedules.run_to_make``); then the next run is scheduled (a
+  paused journey skips the run but keeps its schedule; an archived or
+  superseded version stops);
+* ``Journey Resume Requested`` (stored with the resume's transition):
+  every profile with an instance the pause stopped gets a ``Journey
+  Resumed``, which the processor hands to ``engine.on_resume``;
 * a business event (``business_events.fan_out``).
+
+After a start, the first entry read of each workspace also reconciles its
+schedules: a schedule trigger of a journey's newest running version that
+has no timer gets one (``journey_schedules.reconcile_workspace``).
 
 Exactly once: every appended event has a message id derived from the
 control event and the profile (the log drops a second append), and the
@@ -57,17 +66,23 @@ from rapport.core.journeys.triggers import (
 from rapport.core.model import Event, LogEntry, ScheduledEvent
 from rapport.runtime.business_events import fan_out, is_business_event
 from rapport.runtime.journey_catalogs import JourneyCatalogs
+from rapport.runtime.journey_schedules import (
+    SCHEDULE_RUN,
+    missing_rows,
+    reconcile_workspace,
+    run_to_make,
+    schedule_row,
+)
 from rapport.runtime.progress import Progress
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
+from rapport.storage.journey_signals import CONTROL_SOURCE, PUBLISHED_EVENT, RESUME_REQUESTED
 
 log = structlog.get_logger("rapport.journey_triggers")
 
 CONSUMER = "journey-triggers"
-CONTROL_SOURCE = "rapport:journey-triggers"
-PUBLISHED_EVENT = "Journey Published"
-SCHEDULE_RUN = "Journey Schedule Run"
-RESUME_REQUESTED = "Journey Resume Requested"
-SCHEDULE_KEY_PREFIX = "journey-schedule:"
+RECONCILE = "reconcile"
+"""Property of a ``Journey Published`` that reconciles a version published earlier
+(migration 0016): its schedules start from now, not from the signal's time."""
 PAGE_SIZE = 1000
 POLL_INTERVAL = 0.25
 OFFSET_COMMIT_INTERVAL = 1.0
@@ -80,58 +95,6 @@ Ready = Callable[[int], Awaitable[bool]]
 def is_control(event: Event) -> bool:
     """An event for this consumer alone: the processor skips it (it addresses no one)."""
     return event.source == CONTROL_SOURCE or is_business_event(event)
-
-
-def control_event(ws: str, name: str, message_id: str, at: datetime, **props: object) -> Event:
-    return Event(
-        workspace_id=ws,
-        message_id=message_id,
-        type="track",
-        event=name,
-        timestamp=at,
-        received_at=at,
-        source=CONTROL_SOURCE,
-        properties=dict(props),
-    )
-
-
-def published_event(ws: str, journey_id: str, version: int, now: datetime) -> Event:
-    return control_event(
-        ws,
-        PUBLISHED_EVENT,
-        f"journey-published:{journey_id}:v{version}",
-        now,
-        journey_id=journey_id,
-        version=version,
-    )
-
-
-def resume_event(ws: str, journey_id: str, now: datetime) -> Event:
-    return control_event(
-        ws,
-        RESUME_REQUESTED,
-        f"journey-resume:{journey_id}:{now.isoformat()}",
-        now,
-        journey_id=journey_id,
-    )
-
-
-def schedule_row(
-    ws: str, journey_id: str, version: int, index: int, run_at: datetime
-) -> ScheduledEvent:
-    """The stored timer of one run: one row per (journey version, trigger), the next run."""
-    key = f"{SCHEDULE_KEY_PREFIX}{journey_id}:{version}:{index}"
-    event = control_event(
-        ws,
-        SCHEDULE_RUN,
-        f"journey-schedule:{journey_id}:v{version}:{index}:{run_at.isoformat()}",
-        run_at,
-        journey_id=journey_id,
-        version=version,
-        trigger=index,
-        run_at=run_at.isoformat(),
-    )
-    return ScheduledEvent(workspace_id=ws, key=key, due_at=run_at, event=event)
 
 
 class JourneyTriggers:
@@ -162,6 +125,10 @@ class JourneyTriggers:
         self.batch_size = batch_size
         self.page_size = page_size
         self._catalogs = JourneyCatalogs(storage)
+        self._reconciled: set[str] = set()
+        """Workspaces whose schedules this process has reconciled."""
+        self._seen: dict[int, datetime] = {}
+        """When each control event not handled yet was first read (log offset -> now)."""
         self._offset: int | None = None
         self._committed = 0
         self._committed_at = 0.0
@@ -196,31 +163,46 @@ class JourneyTriggers:
         if self._offset is None:
             await self.load_offset()
         entries = await self._log.read(self.handled_offset, self.batch_size)
+        # When each control event came to this process: a run's catch-up is
+        # measured from then, not from when processing let it through.
+        read_at = self._clock.now()
+        for entry in entries:
+            if is_control(entry.event):
+                self._seen.setdefault(entry.offset, read_at)
         rows: list[ScheduledEvent] = []
         handled = 0
         passed: LogEntry | None = None
+        reconciled: set[str] = set()
         for entry in entries:
+            ws = entry.event.workspace_id
+            if ws not in self._reconciled and ws not in reconciled:
+                # The first entry of a workspace this process reads: its
+                # schedules get any timer they lack (``journey_schedules``).
+                rows.extend(await reconcile_workspace(self._storage, ws, self._clock.now()))
+                reconciled.add(ws)
             if is_control(entry.event):
                 if self._ready is not None and not await self._ready(entry.offset):
                     break  # handled once what came before it is processed
-                rows.extend(await self._handle(entry.event))
+                rows.extend(await self._handle(entry.event, self._seen[entry.offset]))
+                del self._seen[entry.offset]
                 handled += 1
             passed = entry
         if passed is None:
             return 0
         loop_time = asyncio.get_running_loop().time()
-        if handled or loop_time - self._committed_at >= OFFSET_COMMIT_INTERVAL:
+        if handled or rows or loop_time - self._committed_at >= OFFSET_COMMIT_INTERVAL:
             await self._storage.commit_processing(
                 ProcessingBatch(consumer=self.consumer, offset=passed.offset, scheduled=rows)
             )
             self._committed, self._committed_at = passed.offset, loop_time
             if rows and self.on_scheduled is not None:
                 self.on_scheduled()
+        self._reconciled |= reconciled
         self._offset = passed.offset
         await self._announce()
         return len(entries) if passed is entries[-1] else entries.index(passed) + 1
 
-    async def _handle(self, event: Event) -> list[ScheduledEvent]:
+    async def _handle(self, event: Event, seen: datetime) -> list[ScheduledEvent]:
         if is_business_event(event):
             catalog = (await self._catalogs.for_workspaces([event.workspace_id]))[
                 event.workspace_id
@@ -241,7 +223,7 @@ class JourneyTriggers:
         if event.event == PUBLISHED_EVENT:
             return await self._published(event)
         if event.event == SCHEDULE_RUN:
-            return await self._run(event)
+            return await self._run(event, seen)
         if event.event == RESUME_REQUESTED:
             await self._resume(event)
         return []
@@ -260,20 +242,26 @@ class JourneyTriggers:
     async def _published(self, event: Event) -> list[ScheduledEvent]:
         found = await self._journey(event)
         if found is None:
-            return []
+            return []  # archived (or gone) since
         journey, version, _ = found
         ws = event.workspace_id
-        rows: list[ScheduledEvent] = []
-        for index, trigger in enumerate(journey.triggers):
-            if isinstance(trigger, ScheduleTrigger):
-                first = next_run(trigger.schedule, event.timestamp, journey.time_zone.default)
-                if first is not None:
-                    rows.append(schedule_row(ws, journey.id, version, index, first))
-        await self._sync_dates(ws, journey, version, event, f"v{version}")
+        entry = await self._storage.entry_journey_version(ws, journey.id)
+        if entry is not None and entry.version != version:
+            return []  # a newer version took over, with a signal of its own
+        # Each schedule's first run after the publication; a row already there
+        # (this signal handled before a crash, or a reconcile) is kept as it is.
+        if event.properties.get(RECONCILE):
+            # A version published before (migration 0016): its syncs may have
+            # been sent, and are sent again (a timer is replaced, never doubled).
+            after, tag = self._clock.now(), event.message_id
+        else:
+            after, tag = event.timestamp, f"v{version}"
+        rows = await missing_rows(self._storage, ws, journey, version, after)
+        await self._sync_dates(ws, journey, version, after, tag)
         return rows
 
     async def _sync_dates(
-        self, ws: str, journey: Journey, version: int, cause: Event, tag: str
+        self, ws: str, journey: Journey, version: int, at: datetime, tag: str
     ) -> None:
         """A ``Journey Date Sync`` to every profile holding one of its date traits."""
         traits = {t.trait.split(".")[0] for t in journey.triggers if isinstance(t, DateTrigger)}
@@ -288,7 +276,7 @@ class JourneyTriggers:
                     message_id=f"journey-date-sync:{journey.id}:{tag}:{p.id}",
                     type="track",
                     event=DATE_SYNC,
-                    timestamp=cause.timestamp,
+                    timestamp=at,
                     received_at=self._clock.now(),
                     source=JOURNEY_SOURCE,
                     properties={"journey_id": journey.id, "version": version},
@@ -302,7 +290,7 @@ class JourneyTriggers:
                 return
             after = profiles[-1].id
 
-    async def _run(self, event: Event) -> list[ScheduledEvent]:
+    async def _run(self, event: Event, seen: datetime) -> list[ScheduledEvent]:
         found = await self._journey(event)
         index = event.properties.get("trigger")
         if found is None or not isinstance(index, int):
@@ -316,13 +304,22 @@ class JourneyTriggers:
         if entry is not None and entry.version != version:
             return []  # a newer version took over, with a schedule of its own
         run_at = datetime.fromisoformat(str(event.properties.get("run_at")))
-        if status == PUBLISHED:
-            await self._enter_audience(event, journey.id, version, index, trigger, run_at)
+        zone = journey.time_zone.default
+        # Runs missed while nothing ran make one run, the latest, if recent enough.
+        made = run_to_make(trigger, run_at, seen, zone)
+        if made is None:
+            log.warning(
+                "journeys.schedule_run_missed",
+                journey_id=journey.id,
+                run_at=str(run_at),
+                seen_at=str(seen),
+            )
+        elif status == PUBLISHED:
+            await self._enter_audience(event, journey.id, version, index, trigger, made)
         else:
-            log.info("journeys.schedule_run_paused", journey_id=journey.id, run_at=str(run_at))
-        # Runs missed while nothing ran (a long outage) are not caught up one by one.
+            log.info("journeys.schedule_run_paused", journey_id=journey.id, run_at=str(made))
         after = max(run_at, self._clock.now())
-        upcoming = next_run(trigger.schedule, after, journey.time_zone.default)
+        upcoming = next_run(trigger.schedule, after, zone)
         return [] if upcoming is None else [schedule_row(ws, journey.id, version, index, upcoming)]
 
     async def _enter_audience(
@@ -402,7 +399,7 @@ class JourneyTriggers:
         entry = await self._storage.entry_journey_version(ws, journey_id)
         if entry is not None:
             journey = parse_journey(entry.definition)
-            await self._sync_dates(ws, journey, entry.version, event, event.message_id)
+            await self._sync_dates(ws, journey, entry.version, event.timestamp, event.message_id)
 
     async def _append(self, events: list[Event]) -> None:
         if events:

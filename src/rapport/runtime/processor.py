@@ -91,7 +91,7 @@ import msgspec
 import structlog
 
 from rapport.core.aggregate_states import merge_aggregate_states
-from rapport.core.backfill import BackfillJob
+from rapport.core.backfill import SEGMENT, BackfillJob
 from rapport.core.clock import Clock
 from rapport.core.computed_traits import (
     ComputedTraitCatalog,
@@ -230,8 +230,8 @@ class Processor:
         self._journeys = JourneyRunner(storage)
         # Segment catalogs also feed the aggregates journey conditions read.
         self._catalogs = AggregateCatalogs(storage, self._journeys.catalogs)
-        self._backfiller = Backfiller(storage, clock, self._catalogs)
         self._computed = ComputedTraitCatalogs(storage)
+        self._backfiller = Backfiller(storage, clock, self._catalogs, computed=self._computed)
         self._upcoming: _Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
@@ -393,7 +393,7 @@ class Processor:
 
     # -- backfill ------------------------------------------------------------
     async def run_backfill_page(self) -> bool:
-        """Walk one page of the oldest running segment backfill; False when none runs.
+        """Walk one page of the oldest running backfill (segment or computed trait); False if none.
 
         Called between steps (``runtime.backfill`` says why here): the page's
         profiles, their membership events (outbox) and timers commit like a
@@ -443,6 +443,7 @@ class Processor:
             log.info(
                 "segments.backfill_done",
                 workspace_id=ws,
+                kind=job.kind,
                 segment_id=job.segment_id,
                 version=job.version,
                 profiles=job.processed,
@@ -764,16 +765,17 @@ def _backfill_event(
 ) -> Event:
     """The membership event of a change a backfill made.
 
-    Its message id names the job (segment and version), the segment that
-    changed (the job's or one reading it) and the profile: a page walked
-    again emits nothing twice. ``backfill`` tells it from a live change.
+    Its message id names the job (segment or computed trait, and version),
+    the segment that changed (the job's or one reading it) and the profile:
+    a page walked again emits nothing twice. ``backfill`` tells it from a
+    live change.
     """
     direction = "entered" if change.entered else "exited"
+    subject = job.segment_id if job.kind == SEGMENT else f"{job.kind}:{job.segment_id}"
     return Event(
         workspace_id=job.workspace_id,
         message_id=(
-            f"segment-{direction}:backfill:{job.segment_id}:{job.version}"
-            f":{change.segment_id}:{profile_id}"
+            f"segment-{direction}:backfill:{subject}:{job.version}:{change.segment_id}:{profile_id}"
         ),
         type="track",
         event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,

@@ -348,9 +348,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def put_backfill(self, job: BackfillJob) -> bool:
-        """Store ``job`` as its segment's job unless a newer version's job is stored.
+        """Store ``job`` as its definition's job unless a newer version's job is stored.
 
-        Returns whether it was stored: progress of a superseded version never
+        Segment and computed-trait jobs (``job.kind``) are kept apart. Returns
+        whether it was stored: progress of a superseded version never
         overwrites the job of the version that replaced it.
         """
 
@@ -359,21 +360,31 @@ class Storage(abc.ABC):
         """The segment's job (of its newest version), if any."""
 
     @abc.abstractmethod
+    async def get_computed_trait_backfill(
+        self, workspace_id: str, trait_id: str
+    ) -> BackfillJob | None:
+        """The computed trait's job (of its newest active version), if any.
+
+        ``put_computed_trait`` starts it in the same transaction.
+        """
+
+    @abc.abstractmethod
     async def running_backfills(self) -> list[BackfillJob]:
-        """Every job still running, in any workspace, oldest start first."""
+        """Every job still running (segments' and computed traits'), oldest start first."""
 
     @abc.abstractmethod
     async def timeline_events(
         self,
         workspace_id: str,
         profile_ids: Sequence[str],
-        names: Sequence[str],
+        names: Sequence[str] | None,
         since: datetime | None,
     ) -> list[ProfileEvent]:
         """The events named ``names`` in these profiles' timelines, oldest offset first.
 
-        Only those with ``timestamp >= since`` when ``since`` is given. A
-        backfill rebuilds a new aggregate's state from them.
+        Every event when ``names`` is ``None``. Only those with
+        ``timestamp >= since`` when ``since`` is given. A backfill rebuilds a
+        new aggregate's (or computed trait's) state from them.
         """
 
     @abc.abstractmethod
@@ -422,7 +433,9 @@ class Storage(abc.ABC):
         """Store ``draft`` as the next version of its id and return what was stored.
 
         With ``create_only``, raise ``ComputedTraitAlreadyExists`` (storing
-        nothing) if an active definition with this id exists.
+        nothing) if an active definition with this id exists. Starts the
+        version's backfill job (kind ``computed_trait``) in the same
+        transaction.
         """
 
     @abc.abstractmethod

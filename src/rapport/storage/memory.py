@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import (
     ComputedTraitAlreadyExists,
     ComputedTraitDefinition,
@@ -164,6 +164,8 @@ class MemoryStorage(Storage):
         self._computed_traits_revision = 0
         self._backfills: dict[tuple[str, str], BackfillJob] = {}
         """(workspace, segment id) -> the job of its newest version (frozen)."""
+        self._trait_backfills: dict[tuple[str, str], BackfillJob] = {}
+        """(workspace, computed trait id) -> the job of its newest version (frozen)."""
         self._journeys = MemoryJourneys()
         self._templates = MemoryTemplates()
         self._policies = MemoryPolicies()
@@ -416,27 +418,34 @@ class MemoryStorage(Storage):
 
     async def put_backfill(self, job: BackfillJob) -> bool:
         key = (job.workspace_id, job.segment_id)
-        stored = self._backfills.get(key)
+        jobs = self._trait_backfills if job.kind == COMPUTED_TRAIT else self._backfills
+        stored = jobs.get(key)
         if stored is not None and stored.version > job.version:
             return False
-        self._backfills[key] = job
+        jobs[key] = job
         return True
 
     async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
         return self._backfills.get((workspace_id, segment_id))
 
+    async def get_computed_trait_backfill(
+        self, workspace_id: str, trait_id: str
+    ) -> BackfillJob | None:
+        return self._trait_backfills.get((workspace_id, trait_id))
+
     async def running_backfills(self) -> list[BackfillJob]:
-        running = [job for job in self._backfills.values() if job.running]
+        jobs = [*self._backfills.values(), *self._trait_backfills.values()]
+        running = [job for job in jobs if job.running]
         return sorted(running, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
     async def timeline_events(
         self,
         workspace_id: str,
         profile_ids: Sequence[str],
-        names: Sequence[str],
+        names: Sequence[str] | None,
         since: datetime | None,
     ) -> list[ProfileEvent]:
-        wanted = set(names)
+        wanted = None if names is None else set(names)
         offsets = sorted(
             offset
             for profile_id in set(profile_ids)
@@ -445,7 +454,9 @@ class MemoryStorage(Storage):
         found = []
         for offset in offsets:
             event = self._events[(workspace_id, offset)]
-            if event.name in wanted and (since is None or event.timestamp >= since):
+            if (wanted is None or event.name in wanted) and (
+                since is None or event.timestamp >= since
+            ):
                 found.append(msgspec.structs.replace(event))
         return found
 
@@ -532,6 +543,10 @@ class MemoryStorage(Storage):
         # Through JSON both ways, as the SQL backends: nobody shares the compute tree.
         self._computed_traits[key] = _copy_computed_trait(stored)
         self._computed_traits_revision += 1
+        total = await self.count_profiles(draft.workspace_id)
+        self._trait_backfills[key] = start_backfill(
+            draft.workspace_id, draft.id, stored.version, total, now, COMPUTED_TRAIT
+        )
         return _copy_computed_trait(stored)
 
     async def get_computed_trait(
@@ -616,7 +631,14 @@ class MemoryStorage(Storage):
     async def transition_journey(
         self, workspace_id: str, journey_id: str, action: str, now: datetime
     ) -> list[JourneyVersion]:
-        return self._journeys.transition(workspace_id, journey_id, action, now)
+        versions, signals = self._journeys.transition(workspace_id, journey_id, action, now)
+        # Stored with the new status, as the SQL backends do (``journey_signals``).
+        batch = ProcessingBatch(consumer="", offset=self._journeys.revision, scheduled=signals)
+        for row in _scheduled_rows(batch):
+            self._unschedule(row.key)
+            self._scheduled[row.key] = row
+            bisect.insort(self._schedule, row.order)
+        return versions
 
     async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
         return self._journeys.versions(workspace_id, journey_id)

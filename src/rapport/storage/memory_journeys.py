@@ -21,6 +21,8 @@ from rapport.core.journeys.lifecycle import (
     save_draft,
     transition,
 )
+from rapport.core.model import ScheduledEvent
+from rapport.storage.journey_signals import signal_rows
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(JourneyVersion).decode
@@ -49,13 +51,16 @@ class MemoryJourneys:
 
     def transition(
         self, workspace_id: str, journey_id: str, action: str, now: datetime
-    ) -> list[JourneyVersion]:
+    ) -> tuple[list[JourneyVersion], list[ScheduledEvent]]:
+        """Every version after ``action``, and the signal rows the caller stores with them."""
         versions = self.versions(workspace_id, journey_id)
         if not versions:
             raise JourneyNotFound(workspace_id, journey_id)
-        for changed in transition(versions, action, now):
-            self._store(changed)
-        return self.versions(workspace_id, journey_id)
+        changed = transition(versions, action, now)
+        for version in changed:
+            self._store(version)
+        signals = signal_rows(action, changed, self.revision, now)
+        return self.versions(workspace_id, journey_id), signals
 
     def versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
         stored = self._versions.get((workspace_id, journey_id), {})

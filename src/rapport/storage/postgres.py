@@ -23,7 +23,7 @@ import msgspec
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
@@ -72,9 +72,12 @@ from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
 from rapport.storage.postgres_code_pools import PostgresCodePools
 from rapport.storage.postgres_computed_traits import (
     delete_trait_definition,
+    get_trait_backfill,
     get_trait_definition,
     list_trait_definitions,
+    put_trait_backfill,
     put_trait_definition,
+    running_trait_backfills,
     trait_definitions_revision,
 )
 from rapport.storage.postgres_eventlog import PostgresEventLog
@@ -604,6 +607,8 @@ class PostgresStorage(Storage):
         return count
 
     async def put_backfill(self, job: BackfillJob) -> bool:
+        if job.kind == COMPUTED_TRAIT:
+            return await put_trait_backfill(self._pool, job)
         stored: bool | None = await self._pool.fetchval(
             _PUT_BACKFILL_SQL,
             job.workspace_id,
@@ -622,29 +627,36 @@ class PostgresStorage(Storage):
         )
         return None if doc is None else self._backfill_decoder.decode(doc)
 
+    async def get_computed_trait_backfill(
+        self, workspace_id: str, trait_id: str
+    ) -> BackfillJob | None:
+        return await get_trait_backfill(self._pool, workspace_id, trait_id)
+
     async def running_backfills(self) -> list[BackfillJob]:
         rows = await self._pool.fetch("SELECT doc FROM segment_backfills WHERE status = 'running'")
         jobs = [self._backfill_decoder.decode(row[0]) for row in rows]
+        jobs.extend(await running_trait_backfills(self._pool))
         return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
     async def timeline_events(
         self,
         workspace_id: str,
         profile_ids: Sequence[str],
-        names: Sequence[str],
+        names: Sequence[str] | None,
         since: datetime | None,
     ) -> list[ProfileEvent]:
-        if not profile_ids or not names:
+        if not profile_ids or (names is not None and not names):
             return []
         rows = await self._pool.fetch(
             'SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,'
             " occurred_at AS timestamp, received_at, body FROM profile_events"
             " WHERE workspace_id = $1 AND profile_id = ANY($2::text[])"
-            " AND name = ANY($3::text[]) AND ($4::timestamptz IS NULL OR occurred_at >= $4)"
+            " AND ($3::text[] IS NULL OR name = ANY($3::text[]))"
+            " AND ($4::timestamptz IS NULL OR occurred_at >= $4)"
             " ORDER BY log_offset",
             workspace_id,
             list(profile_ids),
-            list(names),
+            None if names is None else list(names),
             since,
         )
         return [ProfileEvent(**row) for row in rows]

@@ -3,6 +3,10 @@
 Writes read the latest version and store the next under a transaction-level
 advisory lock (a row lock cannot cover an id not stored yet), which also
 makes revisions commit in increasing order, as for segment definitions.
+
+Every write of an active definition starts its backfill job (table of
+``0015_computed_trait_backfills.sql``, see ``rapport.core.backfill``) in the
+same transaction; the jobs are read and advanced here too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import (
     ComputedTraitAlreadyExists,
     ComputedTraitDefinition,
@@ -41,9 +46,20 @@ SET version = excluded.version, status = excluded.status, revision = excluded.re
     doc = excluded.doc
 """
 _REVISION_SQL = "SELECT max(revision) FROM computed_trait_definitions"
+_PUT_JOB_SQL = """
+INSERT INTO computed_trait_backfills (workspace_id, trait_id, version, status, doc)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, trait_id) DO UPDATE
+SET version = excluded.version, status = excluded.status, doc = excluded.doc
+WHERE excluded.version >= computed_trait_backfills.version
+RETURNING true
+"""
+_GET_JOB_SQL = "SELECT doc FROM computed_trait_backfills WHERE workspace_id = $1 AND trait_id = $2"
+_RUNNING_JOBS_SQL = "SELECT doc FROM computed_trait_backfills WHERE status = 'running'"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(ComputedTraitDefinition).decode
+_decode_job = msgspec.json.Decoder(BackfillJob).decode
 
 
 async def put_trait_definition(
@@ -58,7 +74,39 @@ async def put_trait_definition(
         previous = await _latest(conn, draft.workspace_id, draft.id)
         if create_only and previous is not None and previous.active:
             raise ComputedTraitAlreadyExists(draft.workspace_id, draft.id)
-        return await _store(conn, next_computed_trait(previous, draft, now))
+        stored = await _store(conn, next_computed_trait(previous, draft, now))
+        # The walk that brings the profiles' past to this version.
+        total: int = await conn.fetchval(
+            "SELECT count(*) FROM profiles WHERE workspace_id = $1", stored.workspace_id
+        )
+        job = start_backfill(
+            stored.workspace_id, stored.id, stored.version, total, now, COMPUTED_TRAIT
+        )
+        await _put_job(conn, job)
+        return stored
+
+
+async def put_trait_backfill(pool: asyncpg.Pool, job: BackfillJob) -> bool:
+    async with pool.acquire() as conn:
+        return await _put_job(conn, job)
+
+
+async def get_trait_backfill(
+    pool: asyncpg.Pool, workspace_id: str, trait_id: str
+) -> BackfillJob | None:
+    doc: bytes | None = await pool.fetchval(_GET_JOB_SQL, workspace_id, trait_id)
+    return None if doc is None else _decode_job(doc)
+
+
+async def running_trait_backfills(pool: asyncpg.Pool) -> list[BackfillJob]:
+    return [_decode_job(row[0]) for row in await pool.fetch(_RUNNING_JOBS_SQL)]
+
+
+async def _put_job(conn: _Connection, job: BackfillJob) -> bool:
+    stored: bool | None = await conn.fetchval(
+        _PUT_JOB_SQL, job.workspace_id, job.segment_id, job.version, job.status, _encode(job)
+    )
+    return bool(stored)
 
 
 async def delete_trait_definition(

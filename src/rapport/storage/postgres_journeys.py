@@ -4,7 +4,8 @@ Writes read the journey's versions and store the next state under a
 transaction-level advisory lock (a row lock cannot cover a journey not
 stored yet), which also makes revisions commit in increasing order, as for
 segment definitions. A refused transition raises inside the transaction,
-which then stores nothing.
+which then stores nothing; a publish or a resume stores its signal
+(``journey_signals``) in ``scheduled_events`` in that same transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from rapport.core.journeys.lifecycle import (
     save_draft,
     transition,
 )
+from rapport.storage.base import ProcessingBatch
+from rapport.storage.journey_signals import signal_rows
+from rapport.storage.postgres_scheduled import scheduled_statements
 
 _Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
@@ -86,8 +90,16 @@ async def transition_journey(
         versions = await _versions(conn, workspace_id, journey_id)
         if not versions:
             raise JourneyNotFound(workspace_id, journey_id)
-        for changed in transition(versions, action, now):
-            await _store(conn, changed)
+        changed = transition(versions, action, now)
+        for version in changed:
+            await _store(conn, version)
+        # The start-up signal commits with the new status (see ``journey_signals``).
+        revision: int = await conn.fetchval(_REVISION_SQL)
+        signals = signal_rows(action, changed, revision, now)
+        if signals:
+            batch = ProcessingBatch(consumer="", offset=revision, scheduled=signals)
+            for sql, args in scheduled_statements(batch, _encode):
+                await conn.execute(sql, *args)
         return await _versions(conn, workspace_id, journey_id)
 
 

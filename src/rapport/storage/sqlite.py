@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from rapport.core.backfill import BackfillJob, start_backfill
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
@@ -65,9 +65,12 @@ from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
 from rapport.storage.sqlite_code_pools import SqliteCodePools
 from rapport.storage.sqlite_computed_traits import (
     delete_trait_definition,
+    get_trait_backfill,
     latest_trait_definition,
     list_trait_definitions,
+    put_trait_backfill,
     put_trait_definition,
+    running_trait_backfills,
     trait_definitions_revision,
 )
 from rapport.storage.sqlite_db import (
@@ -505,7 +508,14 @@ class SqliteStorage(Storage):
         return await self._db.read(count)
 
     async def put_backfill(self, job: BackfillJob) -> bool:
+        if job.kind == COMPUTED_TRAIT:
+            return await self._db.write(lambda conn: put_trait_backfill(conn, job))
         return await self._db.write(lambda conn: _store_backfill(conn, job))
+
+    async def get_computed_trait_backfill(
+        self, workspace_id: str, trait_id: str
+    ) -> BackfillJob | None:
+        return await self._db.read(lambda conn: get_trait_backfill(conn, workspace_id, trait_id))
 
     async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
         def get(conn: sqlite3.Connection) -> bytes | None:
@@ -526,18 +536,21 @@ class SqliteStorage(Storage):
             return [bytes(doc) for (doc,) in rows]
 
         jobs = [_decode_backfill(doc) for doc in await self._db.read(running)]
+        jobs.extend(await self._db.read(running_trait_backfills))
         return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
     async def timeline_events(
         self,
         workspace_id: str,
         profile_ids: Sequence[str],
-        names: Sequence[str],
+        names: Sequence[str] | None,
         since: datetime | None,
     ) -> list[ProfileEvent]:
-        if not profile_ids or not names:
+        if not profile_ids or (names is not None and not names):
             return []
         lower = -_NO_UPPER_BOUND if since is None else to_micros(since)
+        named = "" if names is None else " AND name IN (SELECT value FROM json_each(?))"
+        wanted = [] if names is None else [_encode(list(names))]
 
         def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
             # json_each keeps it one statement whatever the number of ids.
@@ -548,9 +561,9 @@ class SqliteStorage(Storage):
                 " timestamp, received_at, body FROM profile_events"
                 " INDEXED BY profile_events_timeline"
                 " WHERE workspace_id = ? AND profile_id IN (SELECT value FROM json_each(?))"
-                " AND name IN (SELECT value FROM json_each(?)) AND timestamp >= ?"
+                f"{named} AND timestamp >= ?"
                 " ORDER BY log_offset",
-                (workspace_id, _encode(list(profile_ids)), _encode(list(names)), lower),
+                (workspace_id, _encode(list(profile_ids)), *wanted, lower),
             ).fetchall()
             return [_profile_event(row) for row in rows]
 

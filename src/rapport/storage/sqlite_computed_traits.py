@@ -3,6 +3,10 @@
 Jobs for ``SqliteDatabase`` (see ``sqlite_db``): writes run on the single
 writer thread, so reading the latest version and storing the next is race
 free, and so is ``max(revision) + 1``.
+
+Every write of an active definition starts its backfill job (table of
+``rapport_0015_computed_trait_backfills.sql``, see ``rapport.core.backfill``)
+in the same transaction; the jobs are read and advanced here too.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import datetime
 
 import msgspec
 
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
 from rapport.core.computed_traits.definitions import (
     ComputedTraitAlreadyExists,
     ComputedTraitDefinition,
@@ -22,6 +27,7 @@ from rapport.core.computed_traits.definitions import (
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(ComputedTraitDefinition).decode
+_decode_job = msgspec.json.Decoder(BackfillJob).decode
 
 
 def put_trait_definition(
@@ -30,7 +36,47 @@ def put_trait_definition(
     previous = latest_trait_definition(conn, draft.workspace_id, draft.id)
     if create_only and previous is not None and previous.active:
         raise ComputedTraitAlreadyExists(draft.workspace_id, draft.id)
-    return _store(conn, next_computed_trait(previous, draft, now))
+    stored = _store(conn, next_computed_trait(previous, draft, now))
+    # The walk that brings the profiles' past to this version.
+    (total,) = conn.execute(
+        "SELECT count(*) FROM profiles WHERE workspace_id = ?", (stored.workspace_id,)
+    ).fetchone()
+    put_trait_backfill(
+        conn,
+        start_backfill(
+            stored.workspace_id, stored.id, stored.version, int(total), now, COMPUTED_TRAIT
+        ),
+    )
+    return stored
+
+
+def put_trait_backfill(conn: sqlite3.Connection, job: BackfillJob) -> bool:
+    """Store ``job`` unless a newer version's job is stored; whether it was."""
+    cursor = conn.execute(
+        "INSERT INTO computed_trait_backfills (workspace_id, trait_id, version, status, doc)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, trait_id) DO UPDATE"
+        " SET version = excluded.version, status = excluded.status, doc = excluded.doc"
+        " WHERE excluded.version >= computed_trait_backfills.version",
+        (job.workspace_id, job.segment_id, job.version, job.status, _encode(job)),
+    )
+    return cursor.rowcount > 0
+
+
+def get_trait_backfill(
+    conn: sqlite3.Connection, workspace_id: str, trait_id: str
+) -> BackfillJob | None:
+    row = conn.execute(
+        "SELECT doc FROM computed_trait_backfills WHERE workspace_id = ? AND trait_id = ?",
+        (workspace_id, trait_id),
+    ).fetchone()
+    return None if row is None else _decode_job(row[0])
+
+
+def running_trait_backfills(conn: sqlite3.Connection) -> list[BackfillJob]:
+    rows = conn.execute(
+        "SELECT doc FROM computed_trait_backfills WHERE status = 'running'"
+    ).fetchall()
+    return [_decode_job(doc) for (doc,) in rows]
 
 
 def delete_trait_definition(

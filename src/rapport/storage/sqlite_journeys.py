@@ -22,6 +22,9 @@ from rapport.core.journeys.lifecycle import (
     save_draft,
     transition,
 )
+from rapport.storage.base import ProcessingBatch
+from rapport.storage.journey_signals import signal_rows
+from rapport.storage.sqlite_scheduled import PreparedSchedule
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(JourneyVersion).decode
@@ -49,8 +52,15 @@ def transition_journey(
     versions = journey_versions(conn, workspace_id, journey_id)
     if not versions:
         raise JourneyNotFound(workspace_id, journey_id)
-    for changed in transition(versions, action, now):
-        _store(conn, changed)
+    changed = transition(versions, action, now)
+    for version in changed:
+        _store(conn, version)
+    # The start-up signal commits with the new status (see ``journey_signals``).
+    revision = journeys_revision(conn)
+    signals = signal_rows(action, changed, revision, now)
+    if signals:
+        batch = ProcessingBatch(consumer="", offset=revision, scheduled=signals)
+        PreparedSchedule(batch).apply(conn)
     return journey_versions(conn, workspace_id, journey_id)
 
 

@@ -151,3 +151,11 @@ def test_split_assignment_is_deterministic_and_follows_the_weights() -> None:
     # Another journey (or step) shuffles customers independently.
     other = [assign_variant(split, "other-journey", f"prof_{n}").name for n in range(3000)]
     assert other != first
+
+
+def test_a_schedule_catch_up_is_a_duration() -> None:
+    schedule = {"schedule": {"every": "day", "at": "08:00"}, "segment": "news"}
+    document = {**SCHEDULED, "triggers": [schedule, {**schedule, "catch_up": "1h30m"}]}
+    default, patient = parse_journey(document).triggers
+    assert isinstance(default, ScheduleTrigger) and default.catch_up is None
+    assert isinstance(patient, ScheduleTrigger) and patient.catch_up == timedelta(minutes=90)

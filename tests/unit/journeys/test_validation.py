@@ -254,3 +254,12 @@ def test_check_journey_raises_with_every_error() -> None:
     with pytest.raises(InvalidJourney) as raised:
         check_journey(journey(id="Bad", start="zzz"))
     assert [e.path for e in raised.value.errors] == ["$.id", "$.start"]
+
+
+def test_a_schedule_trigger_takes_a_catch_up_duration() -> None:
+    schedule = {"schedule": {"every": "day", "at": "08:00"}, "segment": "news"}
+    assert errors(journey(triggers=[{**schedule, "catch_up": "2h"}])) == []
+    assert paths(journey(triggers=[{**schedule, "catch_up": "soon"}])) == ["$.triggers[0].catch_up"]
+    assert paths(journey(triggers=[{"event": "Signed Up", "catch_up": "2h"}])) == [
+        "$.triggers[0].catch_up"
+    ], "only a schedule has runs to catch up"

@@ -5,7 +5,9 @@
 an engagement score: each is a versioned definition (``definitions``),
 validated with path-named errors (``validate``), compiled into a
 ``ComputedTraitCatalog`` per workspace, and maintained incrementally per
-event by ``apply_computed_traits`` (``catalog``, ``update``). The reference is
+event by ``apply_computed_traits`` (``catalog``, ``update``); a definition
+written later is brought to each profile's past by a backfill
+(``rebuild_computed_trait``, run by ``rapport.runtime.backfill``). The reference is
 docs/computed-traits.md.
 """
 
@@ -34,8 +36,11 @@ from rapport.core.computed_traits.definitions import (
 from rapport.core.computed_traits.engagement import Engagement, EngagementSpec, EngagementState
 from rapport.core.computed_traits.update import (
     apply_computed_traits,
+    feeds,
+    history_request,
     is_customer_event,
     merge_computed_traits,
+    rebuild_computed_trait,
     refresh_computed_traits,
 )
 from rapport.core.computed_traits.validate import InvalidComputedTrait, validate_compute
@@ -61,11 +66,14 @@ __all__ = [
     "apply_computed_traits",
     "compile_computed_trait",
     "deleted_computed_trait",
+    "feeds",
+    "history_request",
     "is_computed_state_id",
     "is_customer_event",
     "is_trait_id",
     "merge_computed_traits",
     "next_computed_trait",
+    "rebuild_computed_trait",
     "refresh_computed_traits",
     "validate_compute",
 ]

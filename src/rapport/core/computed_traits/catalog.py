@@ -52,6 +52,8 @@ class Computation(abc.ABC):
     state_id: str
     windowed: bool
     """Whether time alone changes the value (events age out of a window)."""
+    window_us: int | None
+    """How far back the events it counts go (``None``: all time); a backfill reads no further."""
     traits: tuple[str, ...]
     """The names of the computed traits showing this value (usually one)."""
     events: frozenset[str]
@@ -104,6 +106,7 @@ class AggregateComputation(Computation):
         spec = aggregator.spec
         self.state_id = STATE_PREFIX + spec.id.removeprefix("agg_")
         self.windowed = spec.window_us is not None
+        self.window_us = spec.window_us
         self.traits = traits
         self.events = frozenset((spec.event,))
         self._empty = empty_value(spec.aggregate)
@@ -148,6 +151,7 @@ class EngagementComputation(Computation):
         spec = engagement.spec
         self.state_id = spec.id
         self.windowed = True
+        self.window_us = spec.window_us
         self.traits = traits
         self.every_track = spec.activity_events is None
         self.events = frozenset((*(spec.activity_events or ()), *spec.core_actions))
@@ -190,6 +194,7 @@ class UsualTimeComputation(Computation):
         spec = usual.spec
         self.state_id = spec.id
         self.windowed = True
+        self.window_us = spec.window_us
         self.traits = traits
         self.every_track = spec.events is None
         self.events = frozenset(spec.events or ())
@@ -231,6 +236,7 @@ class TypicalLeadComputation(Computation):
         self.lead = lead
         self.state_id = lead.spec.id
         self.windowed = True
+        self.window_us = lead.spec.window_us
         self.traits = traits
         self.events = frozenset((lead.spec.event,))
 
@@ -290,10 +296,13 @@ class ComputedTraitCatalog:
 
     def __init__(self, definitions: Iterable[ComputedTraitDefinition]) -> None:
         self.invalid: dict[str, str] = {}
+        self.versions: dict[str, int] = {}
+        """Trait id -> the version of its active definition (compiled or not)."""
         by_state: dict[str, Computation] = {}
         for definition in sorted(definitions, key=lambda d: d.id):
             if not definition.active:
                 continue
+            self.versions[definition.id] = definition.version
             try:
                 computation = compile_computed_trait(definition)
             except ValueError as exc:  # InvalidComputedTrait, or a kind unknown here

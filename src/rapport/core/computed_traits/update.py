@@ -15,13 +15,16 @@ was applied to the profile (``core.profiles.apply_event``):
    with provenance: source ``rapport:computed``, ``observed_at`` the event's
    time, ``received_at`` now, ``message_id`` the event's.
 
-Values are read from the states, never by rescanning history.
+Values are read from the states, never by rescanning history -- except by
+``rebuild_computed_trait``, which a backfill calls once when a definition
+is written, so that the events from before it count.
 ``refresh_computed_traits`` does step 2 and 4 alone, for a timer set at
 ``ComputedTraitCatalog.next_change``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +37,7 @@ from rapport.core.computed_traits.catalog import (
     read_due,
 )
 from rapport.core.computed_traits.definitions import COMPUTED_SOURCE, is_computed_state_id
-from rapport.core.conditions.instants import to_micros
+from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Event, Profile, TraitValue
 from rapport.core.profiles import person_traits
 
@@ -115,8 +118,83 @@ def merge_computed_traits(
         merged = computation.merge(before, computation.decode(raw), update.now)
         update.touched[state_id] = computation
         update._set(computation, before, merged)
+    for computation in catalog.computations:
+        if computation.state_id not in update.touched and any(
+            name in winner.traits for name in computation.traits
+        ):
+            # ``merge_profiles`` kept one side's value by its time; only the
+            # merged state knows the value (the loser's state may be empty).
+            update.touched[computation.state_id] = computation
     update.expire_due()
     return update.result(now, now, None)
+
+
+def history_request(
+    computation: Computation, now: datetime
+) -> tuple[list[str] | None, datetime | None]:
+    """What rebuilding ``computation`` at ``now`` reads from a timeline.
+
+    The event names it counts (``None``: every event, when it counts every
+    track event or page calls, whose stored name is the page's) and the
+    earliest time (``None``: it has no window, all time counts).
+    """
+    names = None if computation.every_track or computation.pages else sorted(computation.events)
+    window = computation.window_us
+    return names, None if window is None else from_micros(to_micros(now) - window)
+
+
+def feeds(catalog: ComputedTraitCatalog, computation: Computation, event: Event) -> bool:
+    """Whether streaming ``event`` feeds ``computation`` (one of ``catalog``'s)."""
+    return is_customer_event(event) and computation in catalog.counting(event)
+
+
+def rebuild_computed_trait(
+    catalog: ComputedTraitCatalog,
+    computation: Computation,
+    profile: Profile,
+    history: Sequence[Event],
+    now: datetime,
+) -> Profile:
+    """``profile`` with ``computation``'s state rebuilt from ``history``, its traits rewritten.
+
+    ``history`` is the profile's timeline in log order (``history_request``
+    says which part); events the computation does not count are skipped as
+    streaming skips them (internal ones included). The state is then the
+    one streaming would hold had the definition always existed: every kind's
+    state is a function of the set of events counted within its window
+    (the property tests of ``tests/unit/computed_traits`` check that
+    incremental equals recomputed). A profile the history does not feed and
+    that holds neither the state nor one of the traits gets no value, as
+    streaming gives none to a customer it never fed.
+
+    Changed values carry provenance as streaming ones: source
+    ``rapport:computed``, observed at the newest event counted (``now``
+    when none is), received ``now``, with that event's message id. Returns
+    ``profile`` itself when nothing changed.
+    """
+    if catalog.by_state.get(computation.state_id) is not computation:
+        raise ValueError(f"computation {computation.state_id!r} is not one of the catalog's")
+    at_now = to_micros(now)
+    state = computation.empty()
+    newest: Event | None = None
+    for event in history:
+        if feeds(catalog, computation, event):
+            state = computation.observe(state, event, to_micros(event.timestamp), at_now)
+            newest = event
+    state = computation.expire(state, at_now)
+    held = computation.state_id in profile.aggregates or any(
+        name in profile.traits for name in computation.traits
+    )
+    if newest is None and not held:
+        return profile
+    update = _Update(catalog, profile, at_now)
+    before = update.state(computation)
+    if computation.encode(before) != computation.encode(state):
+        update._set(computation, before, state)
+    update.touched[computation.state_id] = computation
+    if newest is None:
+        return update.result(now, now, None)
+    return update.result(newest.timestamp, now, newest.message_id)
 
 
 def _without_states(profile: Profile) -> Profile:

@@ -188,7 +188,10 @@ def _trigger(node: dict[str, Any]) -> Trigger:
         )
     if "schedule" in node:
         return ScheduleTrigger(
-            schedule=_schedule(node["schedule"]), segment=node["segment"], condition=condition
+            schedule=_schedule(node["schedule"]),
+            segment=node["segment"],
+            catch_up=_duration(node["catch_up"]) if "catch_up" in node else None,
+            condition=condition,
         )
     return BusinessEventTrigger(
         event=node["business_event"],

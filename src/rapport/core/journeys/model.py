@@ -64,6 +64,8 @@ class ScheduleTrigger(msgspec.Struct, frozen=True, kw_only=True, tag="schedule")
     schedule: Schedule
     segment: str
     """The audience: members of this segment when the schedule runs."""
+    catch_up: timedelta | None = None
+    """How late a run may still go out (the runtime was down); None: the runtime's default."""
     condition: Any = None
 
 

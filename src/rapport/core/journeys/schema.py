@@ -181,7 +181,8 @@ _DEFS: dict[str, Any] = {
         **_NOT_BOTH_OFFSETS,
     ),
     "trigger_schedule": _trigger(
-        {"schedule": {"$ref": "#/$defs/schedule"}, "segment": _SLUG}, ["schedule", "segment"]
+        {"schedule": {"$ref": "#/$defs/schedule"}, "segment": _SLUG, "catch_up": _DURATION},
+        ["schedule", "segment"],
     ),
     "trigger_business_event": _trigger(
         {"business_event": _NON_EMPTY, "where": _FILTERS, "to": {"$ref": "#/$defs/fan_out"}},

@@ -58,7 +58,7 @@ _TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
     "segment_entered": ("segment_entered", "condition"),
     "segment_exited": ("segment_exited", "condition"),
     "date": ("date", "before", "after", "at", "yearly", "condition"),
-    "schedule": ("schedule", "segment", "condition"),
+    "schedule": ("schedule", "segment", "catch_up", "condition"),
     "business_event": ("business_event", "where", "to", "condition"),
 }
 _TRIGGER_REQUIRED: dict[str, tuple[str, ...]] = {
@@ -165,6 +165,8 @@ class _JourneyChecker(StepChecker):
             self.schedule(subject, subject_path)
             if "segment" in node:
                 self.slug(node["segment"], child_path(path, "segment"))
+            if "catch_up" in node:
+                self.duration(node["catch_up"], child_path(path, "catch_up"))
         if kind == "business_event" and "to" in node:
             self.fan_out(node["to"], child_path(path, "to"))
         if "condition" in node:
