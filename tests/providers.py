@@ -35,10 +35,20 @@ class Received:
 
 class MailSink:
     """aiosmtpd handler: keeps what arrives; recipients containing ``defer`` get 451,
-    ``reject`` get 550."""
+    ``reject`` get 550; a sender containing ``blocked`` gets 553 on MAIL; a message
+    whose subject contains ``spam`` gets 554 on DATA."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if "blocked" in address:
+            return "553 5.7.1 sender not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -54,6 +64,8 @@ class MailSink:
         raw = envelope.original_content or b""
         parsed = message_from_bytes(raw, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
+        if "spam" in str(parsed["Subject"]):
+            return "554 5.7.1 message refused as spam"
         self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
         return f"250 OK queued as q{len(self.received)}"
 

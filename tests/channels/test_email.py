@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -202,6 +203,31 @@ async def test_451_is_transient_550_is_permanent(
     finally:
         await email.close()
     assert [r.rcpt_tos for r in smtp_server.sink.received] == [["dana@example.com"]]
+
+
+async def test_refused_sender_is_transient_refused_content_permanent(
+    smtp_server: SmtpServer, signer: LinkSigner
+) -> None:
+    """A refused MAIL is our configuration (retried once fixed), a refused DATA this
+    message; after either the kept connection sends the next message cleanly."""
+    blocked = EmailChannel(
+        "127.0.0.1", smtp_server.port, sender="blocked@shop.example.com", signer=signer, tls="none"
+    )
+    email = channel(smtp_server, signer)
+    try:
+        with pytest.raises(TransientDeliveryError, match="553"):
+            await blocked.send(outgoing(signer))
+        spam = outgoing(signer)
+        spam = msgspec.structs.replace(spam, content={**spam.content, "subject": "spam offer"})
+        with pytest.raises(PermanentDeliveryError, match="554"):
+            await email.send(spam)
+        await email.send(outgoing(signer))
+    finally:
+        await email.close()
+        await blocked.close()
+    [received] = smtp_server.sink.received
+    assert received.mail_from == "news@shop.example.com"
+    assert received.rcpt_tos == ["dana@example.com"]
 
 
 async def test_server_down_is_transient(signer: LinkSigner) -> None:

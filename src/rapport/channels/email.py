@@ -241,12 +241,14 @@ class EmailChannel:
             tls_context=self._tls_context,
         )
         await smtp.connect()
-        if self._username:
-            try:
+        try:
+            if self._username:
                 await smtp.login(self._username, self._password)
-            except BaseException:
-                self._discard(smtp)
-                raise
+            if smtp.is_ehlo_or_helo_needed:  # ``_transaction`` speaks MAIL straight away
+                await smtp.ehlo()
+        except BaseException:
+            self._discard(smtp)
+            raise
         return smtp
 
     def _discard(self, smtp: aiosmtplib.SMTP) -> None:
@@ -266,14 +268,14 @@ class EmailChannel:
                 raise TransientDeliveryError(f"cannot reach {self.provider}: {exc}") from exc
             try:
                 try:
-                    _, reply = await smtp.sendmail(self._envelope_from, [recipient], raw)
+                    reply = await _transaction(smtp, self._envelope_from, recipient, raw)
                 except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                     if not reused:
                         raise
                     # A kept connection the server closed while idle: one fresh try.
                     self._discard(smtp)
                     smtp = await self._connect()
-                    _, reply = await smtp.sendmail(self._envelope_from, [recipient], raw)
+                    reply = await _transaction(smtp, self._envelope_from, recipient, raw)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 self._discard(smtp)
                 raise _delivery_error(exc) from exc
@@ -291,6 +293,31 @@ class EmailChannel:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await smtp.quit()
             self._discard(smtp)
+
+
+async def _transaction(smtp: aiosmtplib.SMTP, sender: str, recipient: str, raw: bytes) -> str:
+    """MAIL, RCPT, DATA for one recipient; the server's answer to DATA.
+
+    What ``SMTP.sendmail`` does, for addresses already checked (``_recipient``,
+    the configured sender): ``sendmail`` parses each address twice more with
+    the stdlib's address parser, ~80 µs a message, a tenth of the sender's
+    CPU per message at a thousand a second. Refusals raise the exceptions
+    ``sendmail`` raises (``_delivery_error`` maps them), after an RSET so the
+    kept connection starts its next message clean.
+    """
+    try:
+        response = await smtp.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+        if response.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+        response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+        if response.code not in (250, 251):
+            refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+            raise aiosmtplib.SMTPRecipientsRefused([refused])
+        return (await smtp.data(raw)).message
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await smtp.rset()
+        raise
 
 
 def _delivery_error(

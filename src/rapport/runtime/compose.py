@@ -165,6 +165,10 @@ class Composer:
         return {**effect.data, "confirmation": {**confirmation, "link": link}}
 
     async def _profile(self, workspace_id: str, profile_id: str) -> Profile:
+        # Stored profiles are the live ones: one read when she was not merged since.
+        found = await self._storage.load_profiles(workspace_id, [profile_id])
+        if profile_id in found:
+            return found[profile_id]
         live = await self._storage.resolve_profile_id(workspace_id, profile_id)
         if live is not None:
             found = await self._storage.load_profiles(workspace_id, [live])
