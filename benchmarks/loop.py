@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import platform
 import re
 import sys
@@ -177,8 +178,24 @@ async def baseline(port: int, count: int, rate: int) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(processes: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in processes.items()}
+
+
 async def rapport_loop(
-    server: RapportServer, write_key: str, secret: str, customers: int, rate: int, sink: Accepted
+    server: RapportServer,
+    write_key: str,
+    secret: str,
+    customers: int,
+    rate: int,
+    sink: Accepted,
+    processes: dict[str, list[int]],
 ) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {secret}"}
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -215,6 +232,7 @@ async def rapport_loop(
                 for event in batch:
                     answered[event["properties"]["order_id"]] = at
 
+        cpu_before = cpu_of(processes)
         started = time.perf_counter()
         tasks = []
         for i in range(0, customers, BATCH):
@@ -235,6 +253,7 @@ async def rapport_loop(
         # The SMTP server runs in its own process: poll what it noted.
         while sink.poll() < len(answered) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
+        cpu_after = cpu_of(processes)
     latencies = [sink.accepted[k] - at for k, at in answered.items() if k in sink.accepted]
     return {
         "events": customers,
@@ -246,6 +265,11 @@ async def rapport_loop(
         "p50_ms": round(1000 * percentile(latencies, 0.5), 1) if latencies else None,
         "p99_ms": round(1000 * percentile(latencies, 0.99), 1) if latencies else None,
         "max_ms": round(1000 * max(latencies), 1) if latencies else None,
+        # CPU of each part while the orders were posted and their mails sent, per order.
+        "cpu_ms_per_order": {
+            role: round(1000 * (cpu_after[role] - cpu_before[role]) / customers, 3)
+            for role in processes
+        },
     }
 
 
@@ -296,8 +320,14 @@ async def run(
             server = RapportServer(data, serve_env).start()
             workers = [SenderProcess(data, sender_env).start() for _ in range(senders)]
             try:
+                processes = {
+                    "serve": [server.pid],
+                    "senders": [worker.pid for worker in workers],
+                    "smtp_sink": [sink.pid or 0],
+                    "load_generator": [os.getpid()],
+                }
                 loop = await rapport_loop(
-                    server, write_key, secret, customers, rate, Accepted(accepted)
+                    server, write_key, secret, customers, rate, Accepted(accepted), processes
                 )
             finally:
                 for worker in workers:
@@ -349,6 +379,7 @@ def main() -> None:
         f"| Rapport: 200 of the event -> mail accepted | {r['p50_ms']} ms | {r['p99_ms']} ms | "
         f"{r['max_ms']} ms |"
     )
+    print(f"CPU ms per order: {r['cpu_ms_per_order']}")
     print(
         f"mails {r['mails']}/{r['answered_200']} answered, duplicates {r['duplicates']}, "
         f"statuses {r['statuses']}, achieved {r['achieved_rate']} events/s"

@@ -47,6 +47,11 @@ class RapportServer:
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
