@@ -393,3 +393,25 @@ async def test_an_instance_moved_to_another_profile_loads_only_with_it(backend: 
     await storage.commit_processing(batch(2, journey_instances=[(WS, moved)]))
     assert await storage.load_journey_instances(WS, ["loser"]) == []
     assert await storage.load_journey_instances(WS, ["winner", "loser"]) == [moved]
+
+
+async def test_moves_among_many_instances_rewrite_only_the_moved_ones(backend: Backend) -> None:
+    storage, _ = backend
+    # More instances than one SQLite statement moves (256); every 7th changes profile,
+    # journey or key (a merge), the others only their state.
+    first = [instance(f"i{n:04d}", f"p{n:04d}") for n in range(600)]
+    await storage.commit_processing(batch(1, journey_instances=[(WS, i) for i in first]))
+    later = [
+        msgspec.structs.replace(i, profile_id="winner", correlation_key="k", timer_seq=2)
+        if n % 7 == 0
+        else msgspec.structs.replace(i, timer_seq=2)
+        for n, i in enumerate(first)
+    ]
+    await storage.commit_processing(batch(2, journey_instances=[(WS, i) for i in later]))
+    moved = [i for n, i in enumerate(later) if n % 7 == 0]
+    assert await storage.load_journey_instances(WS, ["winner"]) == moved
+    assert await storage.load_journey_instances(WS, ["p0000", "p0007"]) == []
+    stayed = [i.profile_id for n, i in enumerate(later) if n % 7]
+    assert await storage.load_journey_instances(WS, stayed) == [
+        i for n, i in enumerate(later) if n % 7
+    ]

@@ -150,6 +150,21 @@ async def test_delete_takes_exactly_the_rows_read_not_a_rescheduled_one(backend:
     assert await storage.next_scheduled_at() == T0 + timedelta(minutes=1)
 
 
+async def test_a_large_delete_takes_every_row_read_across_statements(backend: Backend) -> None:
+    storage, _ = backend
+    # More rows than one SQLite statement deletes (256), some in another workspace.
+    rows = [row(f"k{n:04d}", T0 + n * US, ws="ws_b" if n % 5 == 0 else WS) for n in range(700)]
+    await commit(backend, 1, rows)
+    read = await storage.due_scheduled(T0 + timedelta(seconds=1), 1000)
+    assert len(read) == 700
+    # Meanwhile every 100th row is moved: it stays for its new time.
+    moved = [row(r.key, T0 + timedelta(hours=1), ws=r.workspace_id) for r in read[::100]]
+    await commit(backend, 2, moved)
+    assert await storage.delete_scheduled(read) == 700 - len(moved)
+    left = await storage.due_scheduled(T0 + timedelta(days=1), 1000)
+    assert sorted(keys(left)) == sorted(r.key for r in moved)
+
+
 async def test_replaying_a_batch_leaves_the_same_rows(backend: Backend) -> None:
     storage, _ = backend
     batch = [row("x", T0), row("y", T0), row("z", T0 - US)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from rapport.core.journeys.instances import JourneyInstance, TraceEntry, WaitState
+from rapport.storage import sqlite_journey_runs, sqlite_scheduled
 from rapport.storage.base import ProcessingBatch
 from rapport.storage.sqlite import RAPPORT_DB, open_sqlite
 
@@ -116,3 +117,29 @@ async def test_rows_written_as_json_before_still_read_and_are_rewritten_compact(
     with sqlite3.connect(tmp_path / RAPPORT_DB) as conn:
         (doc,) = conn.execute("SELECT doc FROM journey_instances").fetchone()
     assert bytes(doc)[:1] != b"{"
+
+
+async def test_bulk_moves_and_relay_deletes_probe_primary_keys_not_scan(tmp_path: Path) -> None:
+    # One statement per 256 rows (not one step, and one GIL hand-back, per row)
+    # must still find each row by its key: a scan per statement would read the
+    # whole table at every step.
+    storage, log = await open_sqlite(tmp_path)
+    await storage.close()
+    await log.close()
+    with sqlite3.connect(tmp_path / RAPPORT_DB) as conn:
+        move = " ".join(
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_journey_runs._MOVE_INSTANCES.sql(3), ["x"] * 18
+            )
+        )
+        delete = " ".join(
+            row[3]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN " + sqlite_scheduled._delete_statement(3), ["x"] * 12
+            )
+        )
+    assert "SEARCH journey_instances USING PRIMARY KEY (workspace_id=? AND id=?)" in move
+    assert "SCAN journey_instances" not in move
+    assert "(workspace_id=? AND schedule_key=?)" in delete
+    assert "SCAN scheduled_events" not in delete and "SCAN s" not in delete

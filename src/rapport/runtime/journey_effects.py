@@ -46,6 +46,7 @@ from rapport.core.journeys import JourneyInstance
 from rapport.core.journeys.effects import (
     TIMER_EVENT,
     CancelTimer,
+    Metric,
     MetricIncrement,
     Outcome,
     ScheduleTimer,
@@ -120,7 +121,9 @@ class JourneyWork:
     instances: dict[str, dict[str, dict[str, JourneyInstance]]]
     """Workspace -> profile id -> instance id -> instance (as the step has them)."""
     changed: dict[str, dict[str, JourneyInstance]] = field(default_factory=dict)
-    metrics: list[tuple[str, MetricIncrement]] = field(default_factory=list)
+    metrics: dict[tuple[str, str, int, str, Metric], int] = field(default_factory=dict)
+    """Per-step counters added up over the step: ``(workspace, journey, version, step,
+    metric)`` -> count (a firing adds three or four: one row each, summed, per step)."""
     outbox: list[OutboxMessage] = field(default_factory=list)
     timers: dict[tuple[str, str], ScheduledEvent | None] = field(default_factory=dict)
     """``(workspace, key)`` -> the row to store, or None to delete it (the last word wins)."""
@@ -192,18 +195,30 @@ class JourneyWork:
         profile = state.profiles.get(state.live(event.profile_id or ""))
         if catalog is None or profile is None:
             return []
-        own = self.instances.get(ws, {}).get(profile.id, {})
-        instances = sorted(own.values(), key=lambda i: (i.journey_id, i.id))
+        # A timer concerns one instance and its version: looked up by id, not by
+        # sorting the profile's instances and every running journey (the engine
+        # ignores the others). No instance: a stale timer, nothing to do.
+        instance = (
+            self.instances.get(ws, {})
+            .get(profile.id, {})
+            .get(str(event.properties.get("instance_id", "")))
+        )
+        if instance is None:
+            return []
+        key = (instance.journey_id, instance.version)
+        journey = catalog.running.get(key) or catalog.others.get(key)
         outcome = on_timer(
-            catalog.journeys(instances),
-            instances,
+            () if journey is None else (journey,),
+            (instance,),
             profile,
-            str(event.properties.get("instance_id", "")),
+            instance.id,
             int(event.properties.get("seq", 0)),
             self.now,
             EventIds(f"{ws}:{event.message_id}", event.received_at),
             context=catalog.context(profile, self.now),
         )
+        if not outcome.instances and not outcome.effects and not outcome.metrics:
+            return []  # a stale or repeated timer
         return self.apply(Decision(ws, [], [], [], outcome))
 
     def apply(self, decision: Decision) -> list[Event]:
@@ -220,7 +235,10 @@ class JourneyWork:
             self.timers[(ws, key)] = None
         for key, row in decision.rows:
             self.timers[(ws, key)] = row
-        self.metrics.extend((ws, m) for m in decision.outcome.metrics)
+        metrics = self.metrics
+        for m in decision.outcome.metrics:
+            counter = (ws, m.journey_id, m.version, m.step_id, m.metric)
+            metrics[counter] = metrics.get(counter, 0) + m.count
         emitted: list[Event] = []
         sends, after_update = split_sends(decision.outcome.effects)
         self.release(ws, sends)
@@ -259,7 +277,10 @@ class JourneyWork:
         """Add the step's instances, metrics, outbox messages and timers to ``batch``."""
         for ws, changed in self.changed.items():
             batch.journey_instances.extend((ws, changed[i]) for i in sorted(changed))
-        batch.journey_metrics.extend(self.metrics)
+        batch.journey_metrics.extend(
+            (ws, MetricIncrement(journey_id=j, version=v, step_id=s, metric=m, count=count))
+            for (ws, j, v, s, m), count in self.metrics.items()
+        )
         batch.outbox.extend(self.outbox)
         for (ws, key), row in self.timers.items():
             if row is None:

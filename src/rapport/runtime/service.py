@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -82,6 +83,41 @@ class KeyCache:
 
     def clear(self) -> None:
         self._found.clear()
+
+
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between collections of the youngest generation (Python's default: 700)."""
+
+_gc_tuned = False
+
+
+def tune_garbage_collector() -> None:
+    """Keep the cyclic garbage collector from dominating processing (once per process).
+
+    A processing step allocates thousands of short-lived containers (decoded
+    events, profiles and journey instances, their dicts and lists, traces) that
+    die by reference counting, not by collection. At Python's default
+    thresholds they trigger a young collection every few events and a full one
+    every few hundred; each full one walks the whole heap of the application
+    (modules, classes, compiled definitions). In a burst of journey timers that
+    was ~17 of ~120 us of CPU per firing, ~12 of them in full collections.
+    Freezing what exists once the runtime is open (after a collection, so no
+    garbage is frozen) takes that heap out of every collection, and a larger
+    young generation collects less often: ~2 us per firing left. Nothing is
+    leaked: cycles made later are still collected, in bigger steps.
+
+    Only the first call in a process does anything: a process that opens
+    runtime after runtime (tests) must not freeze each one's leftovers for good.
+    ``rapport serve`` freezes again once started (``api.app``).
+    """
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()
+    gc.freeze()
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
 
 
 async def open_backends(settings: Settings) -> tuple[Storage, EventLog]:
@@ -168,7 +204,11 @@ class Rapport:
         cls, settings: Settings, *, clock: Clock | None = None, ids: IdGenerator | None = None
     ) -> Rapport:
         storage, event_log = await open_backends(settings)
-        return cls(settings, storage, event_log, clock=clock, ids=ids)
+        runtime = cls(settings, storage, event_log, clock=clock, ids=ids)
+        # Start-up imports and definitions are loaded by now: ``rapport
+        # serve``, ``rapport worker`` and the benchmarks all come this way.
+        tune_garbage_collector()
+        return runtime
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self, *, process: bool | None = None) -> None:

@@ -61,13 +61,49 @@ _UPSERT_INSTANCES = BulkInsert(
     "ON CONFLICT (workspace_id, id) DO UPDATE SET status = excluded.status,"
     " live = excluded.live, ended_at = excluded.ended_at, doc = excluded.doc",
 )
-# Rewrites only the rows whose identity columns differ (an instance moved to
-# the merged profile); for every other row it is an index probe.
-_MOVE_INSTANCES = (
-    "UPDATE journey_instances SET journey_id = ?2, version = ?3, profile_id = ?4,"
-    " correlation_key = ?5 WHERE workspace_id = ?1 AND id = ?6 AND (journey_id IS NOT ?2"
-    " OR version IS NOT ?3 OR profile_id IS NOT ?4 OR correlation_key IS NOT ?5)"
-)
+
+
+class _MoveInstances:
+    """Rewrites only the rows whose identity columns differ (an instance moved to
+    the merged profile); for every other row it is a primary-key probe.
+
+    One ``UPDATE ... FROM (VALUES ...)`` per ``MAX_ROWS`` rows, not an
+    ``executemany``: that steps once per row, and every step hands the GIL
+    back and waits to take it again, behind the event loop's thread building
+    the next step (500 hand-backs per step in a burst of timers). The plan
+    walks the values and probes the primary key (checked in the tests).
+    """
+
+    MAX_ROWS = 256
+
+    def __init__(self) -> None:
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows: int) -> str:
+        sql = self._sql.get(rows)
+        if sql is None:
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+            sql = (
+                "UPDATE journey_instances SET journey_id = m.column3, version = m.column4,"
+                " profile_id = m.column5, correlation_key = m.column6"
+                f" FROM (VALUES {values}) AS m"
+                " WHERE journey_instances.workspace_id = m.column1"
+                " AND journey_instances.id = m.column2"
+                " AND (journey_instances.journey_id IS NOT m.column3"
+                " OR journey_instances.version IS NOT m.column4"
+                " OR journey_instances.profile_id IS NOT m.column5"
+                " OR journey_instances.correlation_key IS NOT m.column6)"
+            )
+            self._sql[rows] = sql
+        return sql
+
+    def run(self, conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
+        for start in range(0, len(rows), self.MAX_ROWS):
+            chunk = rows[start : start + self.MAX_ROWS]
+            conn.execute(self.sql(len(chunk)), [value for row in chunk for value in row])
+
+
+_MOVE_INSTANCES = _MoveInstances()
 _ADD_METRICS = BulkInsert(
     "journey_metrics",
     ("workspace_id", "journey_id", "version", "step_id", "metric", "count"),
@@ -110,7 +146,7 @@ class PreparedRuns:
             )
             for ws, i in latest_instances(batch.journey_instances)
         ]
-        self.moves = [(ws, j, v, p, k, i) for ws, i, j, v, p, k, *_ in self.instances]
+        self.moves = [(ws, i, j, v, p, k) for ws, i, j, v, p, k, *_ in self.instances]
         self.metrics = [
             (*key, count) for key, count in summed_increments(batch.journey_metrics).items()
         ]
@@ -119,7 +155,7 @@ class PreparedRuns:
 
     def apply(self, conn: sqlite3.Connection) -> None:
         _UPSERT_INSTANCES.run(conn, self.instances)
-        conn.executemany(_MOVE_INSTANCES, self.moves)
+        _MOVE_INSTANCES.run(conn, self.moves)
         if self.metrics:
             added = conn.execute(
                 "INSERT INTO journey_metric_batches (consumer, log_offset) VALUES (?, ?)"

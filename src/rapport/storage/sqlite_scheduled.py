@@ -98,16 +98,41 @@ def read_one(conn: sqlite3.Connection, workspace_id: str, key: str) -> _Row | No
     return row
 
 
+_DELETE_MAX_ROWS = 256
+"""Rows per ``DELETE`` statement (4 parameters each)."""
+_delete_sql: dict[int, str] = {}
+
+
+def _delete_statement(rows: int) -> str:
+    """The statement deleting ``rows`` rows, built once per size."""
+    sql = _delete_sql.get(rows)
+    if sql is None:
+        values = ", ".join(["(?, ?, ?, ?)"] * rows)
+        # The subquery walks the values and probes the primary key (a row-value
+        # ``IN (VALUES ...)`` on the table itself scans it: checked in the tests).
+        sql = (
+            "DELETE FROM scheduled_events WHERE rowid IN (SELECT s.rowid"
+            f" FROM (VALUES {values}) AS v JOIN scheduled_events AS s"
+            " ON s.workspace_id = v.column1 AND s.schedule_key = v.column2"
+            " WHERE s.due_at = v.column3 AND s.message_id = v.column4)"
+        )
+        _delete_sql[rows] = sql
+    return sql
+
+
 def delete_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int, str]]) -> int:
     """Delete ``(workspace_id, key, due_at, message_id)`` rows still stored as such."""
-    # One executemany (its rowcount is the sum): the rows are deleted in one
-    # call into SQLite instead of one hand-back of the GIL per row.
-    cursor = conn.executemany(
-        "DELETE FROM scheduled_events WHERE workspace_id = ? AND schedule_key = ?"
-        " AND due_at = ? AND message_id = ?",
-        rows,
-    )
-    return max(0, cursor.rowcount)
+    # One statement per 256 rows, not an executemany: that steps once per row,
+    # and every step hands the GIL back and waits to take it again (behind the
+    # event loop's thread when it is busy): 1,000 hand-backs per relay batch.
+    deleted = 0
+    for start in range(0, len(rows), _DELETE_MAX_ROWS):
+        chunk = rows[start : start + _DELETE_MAX_ROWS]
+        cursor = conn.execute(
+            _delete_statement(len(chunk)), [value for row in chunk for value in row]
+        )
+        deleted += max(0, cursor.rowcount)
+    return deleted
 
 
 def identity(row: ScheduledEvent) -> tuple[str, str, int, str]:
