@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +25,7 @@ from rapport.api.journeys import router as journeys_router
 from rapport.api.message_links import router as message_links_router
 from rapport.api.messages import router as messages_router
 from rapport.api.policy import router as policy_router
-from rapport.runtime.service import Rapport
+from rapport.runtime.service import Rapport, freeze_heap
 from rapport.settings import Settings
 
 # Browsers post events from any shop's pages; echoing the origin (rather than
@@ -38,27 +37,6 @@ CORS_OPTIONS: dict[str, Any] = {
     "allow_headers": ["*"],
     "max_age": 86400,
 }
-
-
-GC_YOUNG_THRESHOLD = 50_000
-"""Allocations between collections of the youngest generation (Python's default: 700)."""
-
-
-def tune_garbage_collector() -> None:
-    """Keep the cyclic garbage collector from dominating ingest (a serving process only).
-
-    Every request allocates thousands of short-lived containers (decoded
-    events and their dicts). At the default thresholds those trigger full
-    collections often, and each one walks the whole heap of the application
-    (modules, routes, schemas): measured as a third of the ingest thread's
-    time. Freezing what exists once started takes that heap out of every
-    collection, and a larger young generation collects less often. Nothing is
-    leaked: cycles are still collected, only in bigger steps.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def give_way_to_ingest(runtime: Rapport, activity: IngestActivity) -> None:
@@ -118,7 +96,8 @@ def create_app(rapport_: Rapport | None = None, *, settings: Settings | None = N
             runtime = await Rapport.open(settings)
             give_way_to_ingest(runtime, activity)
             await runtime.start()
-            tune_garbage_collector()
+            # What starting built (routes' caches, tasks) out of every collection too.
+            freeze_heap()
             app.state.rapport = runtime
             try:
                 yield

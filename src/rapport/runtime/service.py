@@ -108,16 +108,21 @@ def tune_garbage_collector() -> None:
 
     Only the first call in a process does anything: a process that opens
     runtime after runtime (tests) must not freeze each one's leftovers for good.
-    ``rapport serve`` freezes again once started (``api.app``).
+    ``rapport serve`` freezes again once started (``freeze_heap``).
     """
     global _gc_tuned
     if _gc_tuned:
         return
     _gc_tuned = True
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     young, older, oldest = gc.get_threshold()
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
+
+
+def freeze_heap() -> None:
+    """Collect, then keep what is left out of every later collection (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def open_backends(settings: Settings) -> tuple[Storage, EventLog]:
