@@ -228,10 +228,9 @@ class Backfiller:
         if condition is not None and condition.aggregates and profiles:
             aggregators = {aid: catalog.aggregators[aid] for aid in condition.aggregates}
             names, since = history_window(condition.aggregates.values(), now)
-            for stored in await self._storage.timeline_events(
+            histories = await self._histories(
                 job.workspace_id, [p.id for p in profiles], names, since
-            ):
-                histories.setdefault(stored.profile_id, []).append(_decode_event(stored.body))
+            )
         entered = exited = 0
         for profile in profiles:
             original = profile
