@@ -35,11 +35,19 @@ of each is reported, because this machine is shared and noisy. Time comes
 from a virtual clock fixed just after the last event, so every run sees the
 same windows.
 
+With ``--trip``, one more variant runs the mixed definitions with the
+membership events left out of every processing commit: memberships change
+in the profiles exactly as before, but no ``Segment Entered`` / ``Exited``
+row is stored, relayed, appended or processed. The mixed run minus that
+one is what the events' trip costs (outbox row, relay, log, processing,
+timeline row); the rest of the added cost is evaluation, timers and larger
+profiles.
+
 Backfilling a new definition over existing profiles is measured by
 ``benchmarks/backfill.py``.
 
 Usage: ``python benchmarks/segments.py [--events 20000] [--customers 2000]
-[--repeat 3] [--no-worst]``. Prints a Markdown table (paste into
+[--repeat 3] [--no-worst] [--trip]``. Prints a Markdown table (paste into
 docs/benchmarks.md) and writes JSON to ``benchmarks/out/segments.json``.
 """
 
@@ -61,6 +69,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from rapport.core.clock import VirtualClock
 from rapport.core.conditions import compile_condition
 from rapport.core.model import Event, Profile
@@ -73,8 +83,10 @@ from rapport.core.segments import (
 )
 from rapport.runtime import processor as processor_module
 from rapport.runtime.logging import configure_logging
+from rapport.runtime.segment_effects import SEGMENT_EVENT_SOURCE
 from rapport.runtime.service import Rapport
 from rapport.settings import load_settings
+from rapport.storage.base import ProcessingBatch, Storage
 
 if TYPE_CHECKING:
     from rapport.core.segments import Settled
@@ -440,6 +452,22 @@ class MembershipTimer:
         vars(processor_module)["update_memberships"] = self._wrapped
 
 
+def leave_out_membership_events(storage: Storage) -> None:
+    """Make ``storage`` drop membership events from processing commits (``--trip``).
+
+    Only the stored rows go: the step that decided them is unchanged, so
+    memberships, timers and profiles are the same as in the mixed run.
+    """
+    commit = storage.commit_processing
+
+    async def commit_without(batch: ProcessingBatch) -> None:
+        kept = [row for row in batch.scheduled if row.event.source != SEGMENT_EVENT_SOURCE]
+        await commit(msgspec.structs.replace(batch, scheduled=kept))
+
+    # The processor calls the storage's method: replaced on this instance only.
+    vars(storage)["commit_processing"] = commit_without
+
+
 @dataclass(frozen=True)
 class RunResult:
     seconds: float
@@ -450,9 +478,17 @@ class RunResult:
 
 
 def run(
-    warmup: list[Event], events: list[Event], workspace_id: str, segments: list[tuple[str, Any]]
+    warmup: list[Event],
+    events: list[Event],
+    workspace_id: str,
+    segments: list[tuple[str, Any]],
+    *,
+    without_membership_events: bool = False,
 ) -> RunResult:
-    """Process ``warmup`` (untimed: profiles and memberships exist), then time ``events``."""
+    """Process ``warmup`` (untimed: profiles and memberships exist), then time ``events``.
+
+    ``without_membership_events``: ``leave_out_membership_events`` for the timed part.
+    """
 
     async def go() -> RunResult:
         with tempfile.TemporaryDirectory() as tmp:
@@ -470,6 +506,8 @@ def run(
                 await runtime.processor.load_offset()
                 await append(runtime, warmup)
                 await drain(runtime)
+                if without_membership_events:
+                    leave_out_membership_events(runtime.storage)
                 measured_from = await append(runtime, events)
                 with MembershipTimer() as timer:
                     start = time.perf_counter()
@@ -562,6 +600,11 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-worst", action="store_true", help="skip the worst-case run")
+    parser.add_argument(
+        "--trip",
+        action="store_true",
+        help="also run the mixed definitions without delivering membership events",
+    )
     args = parser.parse_args()
 
     configure_logging("warning")
@@ -577,6 +620,9 @@ def main() -> None:
         variants.append(
             (f"{args.segments} segments all on `Product Viewed`", definitions(WORST, args.segments))
         )
+    trip_name = f"{args.segments} mixed segments, membership events not delivered"
+    if args.trip:
+        variants.append((trip_name, definitions(MIXED, args.segments)))
     for _, segments in variants:
         for _, condition in segments:
             # The processor would leave an invalid definition out: measure all of them or stop.
@@ -584,7 +630,15 @@ def main() -> None:
     results: dict[str, list[RunResult]] = {name: [] for name, _ in variants}
     for _ in range(args.repeat):
         for name, segments in variants:
-            results[name].append(run(warmup, events, workspace_id, segments))
+            results[name].append(
+                run(
+                    warmup,
+                    events,
+                    workspace_id,
+                    segments,
+                    without_membership_events=name == trip_name,
+                )
+            )
     summaries = [
         summarise(name, len(segments), results[name], args.events) for name, segments in variants
     ]
@@ -646,6 +700,13 @@ def main() -> None:
         f"after {warmup_count:,} untimed; median of {args.repeat} interleaved runs; "
         "per customer event, the membership events it causes included."
     )
+    trip = next((s for s in summaries if s.name == trip_name), None)
+    if trip is not None:
+        print(
+            "Membership events' trip (mixed minus not delivered): "
+            f"{mixed.us_per_event - trip.us_per_event:+.1f} µs/event, "
+            f"CPU {mixed.cpu_us_per_event - trip.cpu_us_per_event:+.1f} µs/event."
+        )
     verdict = "met" if added <= TARGET_ADDED_US else "NOT met"
     print(
         f"Target: {args.segments} segments add at most {TARGET_ADDED_US:.0f} µs/event: "

@@ -262,6 +262,22 @@ async def test_resolve_profile_id_of_live_and_unknown_profiles(backend: Backend)
     assert await storage.resolve_profile_id("ws_other", "p1") is None
 
 
+async def test_existing_profile_ids_names_live_profiles_only(backend: Backend) -> None:
+    storage, _ = backend
+    await storage.commit_processing(
+        batch(1, profiles=[profile("p1"), profile("p2"), profile("loser")])
+    )
+    await storage.commit_processing(
+        batch(2, merges=[merge("p2", "loser")], profiles=[profile("p2", merged_from=["loser"])])
+    )
+    assert await storage.existing_profile_ids(WS, ["p1", "p2", "loser", "nobody"]) == {
+        "p1",
+        "p2",
+    }
+    assert await storage.existing_profile_ids(WS, []) == set()
+    assert await storage.existing_profile_ids("ws_other", ["p1"]) == set()
+
+
 # -- timelines -------------------------------------------------------------------
 
 

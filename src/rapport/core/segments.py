@@ -249,6 +249,9 @@ class SegmentCatalog:
             settle = self.segments[position].condition.settle
             if settle is not None:
                 self.time_bounds[position] = settle
+        self.timed: frozenset[int] = frozenset(self.time_bounds)
+        """The positions in ``time_bounds``, as a set: intersections with it iterate the
+        smaller side (a dict's keys would be copied first)."""
         self.guards = Guards([segment.condition.requirements for segment in self.segments])
         """Segments a profile's traits rule out (``segment_guards``): never evaluated."""
         for position, segment in enumerate(self.segments):
@@ -460,7 +463,7 @@ def next_membership_change(
     if not catalog.time_bounds:
         return None
     kept: datetime | None = None
-    positions: AbstractSet[int] = catalog.time_bounds.keys()
+    positions: AbstractSet[int] = catalog.timed
     if since is not None and (since.segment_timer_at is None or since.segment_timer_at > now):
         kept = since.segment_timer_at
         positions = _changed_inputs(catalog, since, profile)
@@ -548,8 +551,9 @@ def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) ->
         # where the objects differ.
         old_states, new_states = before.aggregates, after.aggregates
         by_aggregate = catalog.by_aggregate
-        for aggregate_id in old_states.keys() ^ new_states.keys():
-            changed.update(by_aggregate.get(aggregate_id, ()))
+        if old_states.keys() != new_states.keys():  # rare: no new set in the usual case
+            for aggregate_id in old_states.keys() ^ new_states.keys():
+                changed.update(by_aggregate.get(aggregate_id, ()))
         for aggregate_id, text in new_states.items():
             previous = old_states.get(aggregate_id, text)
             if previous is not text and previous != text:
@@ -571,7 +575,7 @@ def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) ->
             position = catalog.position.get(segment_id)
             if position is not None:
                 changed.add(position)
-    return changed.intersection(catalog.time_bounds)
+    return changed & catalog.timed
 
 
 def _evaluate(

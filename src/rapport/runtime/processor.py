@@ -34,7 +34,9 @@ what storage holds, even when a failed commit makes the step be built again
 with another ``now``. They then travel the normal path like any other event,
 with two shortcuts: they name their profile, so identity is not resolved
 (``segment_effects.settled``), and a profile an event leaves unchanged (a
-membership event no segment counts) is not stored again. A merge emits
+membership event no segment counts) is not stored again; in a workspace
+where nothing reads them (``segment_effects.quiet``) they only go on the
+timeline, their profile not even loaded. A merge emits
 ``Segment Exited`` for every segment the merged-away profile was in,
 addressed to that profile's id (the merged profile is re-evaluated
 against every segment and enters under its own id, and stays on the static
@@ -84,6 +86,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -153,9 +156,15 @@ from rapport.runtime.segment_effects import SEGMENT_EXITED as SEGMENT_EXITED
 from rapport.runtime.segment_effects import SEGMENT_TIMER as SEGMENT_TIMER
 from rapport.runtime.segment_effects import SEGMENT_TIMER_KEY_PREFIX as SEGMENT_TIMER_KEY_PREFIX
 from rapport.runtime.segment_effects import TIMER_EVENT_SOURCE as TIMER_EVENT_SOURCE
+from rapport.runtime.segment_effects import (
+    is_membership_event,
+    on_timer,
+    quiet_target,
+    schedule_timers,
+)
 from rapport.runtime.segment_effects import membership_event as _membership_event
 from rapport.runtime.segment_effects import merged_away_events as _merged_away_events
-from rapport.runtime.segment_effects import on_timer, schedule_timers
+from rapport.runtime.segment_effects import quiet as quiet_membership_events
 from rapport.runtime.segment_effects import settled as _settled
 from rapport.runtime.segment_effects import timer_key as _timer_key
 from rapport.runtime.working_set import WorkspaceState, load_states
@@ -508,7 +517,8 @@ class Processor:
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(self._failed(entry, exc))
 
-        states = await self._load_states(scanned, previous)
+        quiet = await self._quiet_workspaces(scanned)
+        states = await self._load_states(scanned, previous, quiet)
         journeys = await self._journeys.prepare(states, now, previous_journeys)
         catalogs = await self._catalogs.for_workspaces(states, journeys.catalogs)
         computed = await self._computed.for_workspaces(states)
@@ -575,6 +585,15 @@ class Processor:
                         _membership_event(entry, listed.id, c, now) for c in upload.changes
                     )
                 continue
+            if event.workspace_id in quiet:
+                # Nothing reads membership events here: on the timeline, no more.
+                target = quiet_target(event, scan, state)
+                if target is not None:
+                    try:
+                        placed.append(_Placed(entry, target, dump_json(event)))
+                    except Exception as exc:  # one bad event must not stop the others
+                        failures.append(self._failed(entry, exc))
+                    continue
             try:
                 resolution = _settled(event, scan, state)
                 if resolution is None:
@@ -735,10 +754,16 @@ class Processor:
         self,
         scanned: Sequence[tuple[LogEntry, EventClaims]],
         previous: dict[str, WorkspaceState],
+        quiet: AbstractSet[str] = frozenset(),
     ) -> dict[str, WorkspaceState]:
-        """Owners and profiles of everything the batch mentions, per workspace."""
+        """Owners and profiles of everything the batch mentions, per workspace.
+
+        Membership events of ``quiet`` workspaces need their profile to exist,
+        not its document (``segment_effects.quiet``).
+        """
         lookups: dict[str, dict[Identifier, None]] = {}
         addressed: dict[str, set[str]] = {}
+        named: dict[str, set[str]] = {}
         for entry, claims in scanned:
             ws = entry.event.workspace_id
             wanted = lookups.setdefault(ws, {})
@@ -746,8 +771,22 @@ class Processor:
             if entry.event.type == "alias":
                 wanted.update(dict.fromkeys(alias_candidates(entry.event, self._rules)))
             if claims.profile_id is not None:
-                addressed.setdefault(ws, set()).add(claims.profile_id)
-        return await load_states(self._storage, self._cache, lookups, addressed, previous)
+                quiet_event = ws in quiet and is_membership_event(entry.event, claims)
+                (named if quiet_event else addressed).setdefault(ws, set()).add(claims.profile_id)
+        return await load_states(self._storage, self._cache, lookups, addressed, previous, named)
+
+    async def _quiet_workspaces(self, scanned: Sequence[tuple[LogEntry, EventClaims]]) -> set[str]:
+        """The workspaces of the batch's membership events where nothing reads them."""
+        wanted = {
+            entry.event.workspace_id
+            for entry, claims in scanned
+            if is_membership_event(entry.event, claims)
+        }
+        if not wanted:
+            return set()
+        journeys = await self._journeys.catalogs.for_workspaces(wanted)
+        catalogs = await self._catalogs.for_workspaces(wanted, journeys)
+        return {ws for ws in wanted if quiet_membership_events(catalogs[ws], journeys[ws])}
 
     def _failed(self, entry: LogEntry, exc: Exception) -> Rejection:
         log.error(

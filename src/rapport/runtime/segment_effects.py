@@ -14,7 +14,10 @@ stores with its step (see ``processor`` for the step itself):
   relay delivers it as a ``Segment Timer Due`` track event (source
   ``rapport:timers``), handled by ``on_timer``;
 * membership events address their profile by id and carry no identifier:
-  ``settled`` tells the processor where one lands without resolving identity.
+  ``settled`` tells the processor where one lands without resolving identity;
+* in a workspace where nothing reads them (``quiet``), a membership event
+  changes nothing but its profile's timeline: the processor places it there
+  without loading the profile (``quiet_target``).
 
 Message ids derive from what caused the event (the triggering log offset,
 the profile and instant of a timer), so a replayed step emits nothing twice.
@@ -37,6 +40,7 @@ from rapport.core.segments import (
     refresh_memberships,
     update_memberships,
 )
+from rapport.runtime.journey_catalogs import JourneyCatalog
 from rapport.runtime.working_set import WorkspaceState
 from rapport.storage.base import ProcessingBatch
 
@@ -67,6 +71,49 @@ def settled(event: Event, claims: EventClaims, state: WorkspaceState) -> Resolut
     return Resolution(
         profile_id=profile.id, created=False, attached=(), merges=(), refused=claims.refused
     )
+
+
+def quiet(catalog: SegmentCatalog, journeys: JourneyCatalog) -> bool:
+    """Whether membership events can change nothing in the workspace but the timelines.
+
+    Nothing reads them when no aggregate counts them (segments' or running
+    journeys') and there is no journey at all (a journey's trigger, waits
+    and conditions may name them; instances of any version may be in
+    flight). Computed traits never count internal events. The memberships
+    themselves are already on the profile: the event records them.
+
+    What the full processing would still do for such an event is left to
+    the profile's next event or timer: re-evaluating memberships recorded
+    under a definition's older version (a backfill of that definition does
+    it too) and an overdue timer's refresh (its own event is on the way).
+    """
+    counted = catalog.aggregators_by_event
+    return not journeys.any_journey and not counted.keys() & (SEGMENT_ENTERED, SEGMENT_EXITED)
+
+
+def is_membership_event(event: Event, claims: EventClaims) -> bool:
+    """A ``Segment Entered`` / ``Exited`` event naming its profile and nothing else."""
+    return (
+        event.source == SEGMENT_EVENT_SOURCE
+        and event.type == "track"
+        and event.event in (SEGMENT_ENTERED, SEGMENT_EXITED)
+        and claims.profile_id is not None
+        and not claims.identifiers
+    )
+
+
+def quiet_target(event: Event, claims: EventClaims, state: WorkspaceState) -> str | None:
+    """The live profile a membership event of a quiet workspace lands on, if known to exist.
+
+    ``None`` for any other event, and when the profile is not in the working
+    set (loaded or ``present``): the full processing decides then.
+    """
+    if not is_membership_event(event, claims):
+        return None
+    profile_id = state.live(claims.profile_id or "")
+    if profile_id in state.present or profile_id in state.profiles:
+        return profile_id
+    return None
 
 
 def on_timer(

@@ -47,6 +47,9 @@ class WorkspaceState:
     """Merged-away profile id -> the profile it went into."""
     changed_profiles: set[str] = field(default_factory=set)
     changed_identifiers: set[Identifier] = field(default_factory=set)
+    present: set[str] = field(default_factory=set)
+    """Live profiles known to exist but not loaded: named only by events that need
+    no more than that (``load_states``: ``named``)."""
     settled: dict[str, tuple[Profile, Settled]] = field(default_factory=dict)
     """Profile id -> what evaluating that very profile (the object) at the step's
     ``now`` found about its time-dependent segments (``segments.Settled``), for
@@ -90,11 +93,18 @@ async def load_states(
     wanted: Mapping[str, Iterable[Identifier]],
     addressed: Mapping[str, set[str]],
     previous: Mapping[str, WorkspaceState],
+    named: Mapping[str, set[str]] | None = None,
 ) -> dict[str, WorkspaceState]:
     """The working set per workspace for the identifiers ``wanted`` and profiles ``addressed``.
 
     ``previous`` is the working set of a step not known to be committed yet
     (empty when there is none).
+
+    ``named``: profiles events address that need only be known to exist
+    (quiet membership events, ``processor``). Those that are not loaded
+    anyway and exist under that very id (no merge to follow) are put in
+    ``WorkspaceState.present`` without reading their documents; the others
+    are loaded like ``addressed`` ones.
     """
     states: dict[str, WorkspaceState] = {}
     for ws, identifiers in wanted.items():
@@ -104,6 +114,8 @@ async def load_states(
         await loader.load_owners(identifiers)
         profile_ids = set(state.owners.values())
         profile_ids.update(state.live(p) for p in addressed.get(ws, ()))
+        if named is not None and ws in named:
+            profile_ids.update(await loader.find_present(named[ws] - profile_ids))
         if not profile_ids:
             continue
         await loader.load_profiles(profile_ids)
@@ -149,6 +161,31 @@ class _Loader:
         if unloaded:
             unloaded.sort()
             state.profiles.update(await self.storage.load_profiles(state.workspace_id, unloaded))
+
+    async def find_present(self, profile_ids: set[str]) -> set[str]:
+        """Put those of ``profile_ids`` that are live under that id in ``present``.
+
+        The previous step and the cache know theirs; storage is asked for the
+        rest by id alone. Returns the others (merged away, or unknown): to
+        load, following merges.
+        """
+        state = self.state
+        rest: list[str] = []
+        for profile_id in profile_ids:
+            if state.live(profile_id) != profile_id:
+                continue  # merged away by the previous step: loaded as addressed
+            if self.before is not None and profile_id in self.before.profiles:
+                state.present.add(profile_id)
+            else:
+                rest.append(profile_id)
+        if rest:
+            cached, unknown = self.cache.profiles(state.workspace_id, rest)
+            state.present.update(cached)
+            if unknown:
+                unknown.sort()
+                found = await self.storage.existing_profile_ids(state.workspace_id, unknown)
+                state.present.update(found)
+        return {state.live(p) for p in profile_ids} - state.present
 
     async def follow_merges(self, missing: set[str]) -> None:
         """Profiles named but not found: follow their merges, or forget them.

@@ -223,6 +223,14 @@ class Storage(abc.ABC):
         """Profiles by id (ids of merged-away profiles are not followed here)."""
 
     @abc.abstractmethod
+    async def existing_profile_ids(self, workspace_id: str, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` of live profiles (merged-away ones are not followed).
+
+        ``load_profiles`` without reading the documents: the processor asks it
+        for profiles an event names but does not need to read (``processor``).
+        """
+
+    @abc.abstractmethod
     async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
         """The live profile id for ``profile_id``, following merges; None if unknown."""
 

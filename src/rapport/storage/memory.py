@@ -251,6 +251,9 @@ class MemoryStorage(Storage):
                 found[profile_id] = _PROFILE_DECODER.decode(body)
         return found
 
+    async def existing_profile_ids(self, workspace_id: str, ids: Sequence[str]) -> set[str]:
+        return {profile_id for profile_id in ids if (workspace_id, profile_id) in self._profiles}
+
     async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
         current = profile_id
         visited: set[str] = set()

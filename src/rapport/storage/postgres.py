@@ -221,6 +221,7 @@ FROM unnest($2::text[], $3::text[]) AS q(t, v)
 JOIN identifiers AS i ON i.workspace_id = $1 AND i.id_type = q.t AND i.id_value = q.v
 """
 _LOAD_PROFILES_SQL = "SELECT doc FROM profiles WHERE workspace_id = $1 AND id = ANY($2::text[])"
+_EXISTING_PROFILES_SQL = "SELECT id FROM profiles WHERE workspace_id = $1 AND id = ANY($2::text[])"
 # The first live profile on the chain loser -> winner -> ... starting at $2.
 _RESOLVE_PROFILE_SQL = f"""
 WITH RECURSIVE chain (profile_id, depth) AS (
@@ -466,6 +467,12 @@ class PostgresStorage(Storage):
         decode = self._profile_decoder.decode
         profiles = (decode(row[0]) for row in rows)
         return {profile.id: profile for profile in profiles}
+
+    async def existing_profile_ids(self, workspace_id: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = await self._pool.fetch(_EXISTING_PROFILES_SQL, workspace_id, list(ids))
+        return {row[0] for row in rows}
 
     async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
         resolved: str | None = await self._pool.fetchval(

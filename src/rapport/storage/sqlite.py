@@ -314,6 +314,21 @@ class SqliteStorage(Storage):
 
         return await self._db.read(load)
 
+    async def existing_profile_ids(self, workspace_id: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        wanted = _encode(list(ids))
+
+        def existing(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute(
+                "SELECT id FROM profiles"
+                " WHERE workspace_id = ? AND id IN (SELECT value FROM json_each(?))",
+                (workspace_id, wanted),
+            ).fetchall()
+            return {profile_id for (profile_id,) in rows}
+
+        return await self._db.read(existing)
+
     async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
         def resolve(conn: sqlite3.Connection) -> str | None:
             current = profile_id

@@ -1,0 +1,156 @@
+"""Where nothing reads membership events, the processor only puts them on the timeline.
+
+In a workspace with no journey and no aggregate counting ``Segment Entered``
+/ ``Segment Exited`` (``segment_effects.quiet``), such an event needs its
+profile to exist, not its document: it is not loaded, not evaluated, not
+stored again. Here the same customers go through two processors, one of
+them forced down the full path, and everything they store is compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from rapport.core.model import Event, Profile
+from rapport.core.segments import SegmentCatalog, SegmentDefinition
+from rapport.runtime import processor as processor_module
+from rapport.runtime.journey_catalogs import JourneyCatalog
+from rapport.runtime.segment_effects import SEGMENT_EVENT_SOURCE, quiet
+from tests.unit.test_processor import (
+    S2,
+    WS,
+    CountingStorage,
+    Harness,
+    define,
+    drain,
+    make_event,
+    view,
+)
+from tests.unit.test_processor_membership_events import stored
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class LoadRecordingStorage(CountingStorage):
+    """Keeps which profile documents were read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: list[str] = []
+
+    async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
+        self.loaded.extend(ids)
+        return await super().load_profiles(workspace_id, ids)
+
+
+async def scenario(h: Harness) -> None:
+    await define(h, "s2", S2)
+    await define(h, "s2-member", {"in_segment": "s2"})
+    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
+    start = h.clock.now()
+    steps: list[list[Event]] = [
+        [view(1, "jacket", start, "u1"), view(2, "jacket", start, "u1")],
+        [view(3, "jacket", start + timedelta(minutes=5), "u1")],
+        [make_event(4, "identify", user_id="u2", traits={"plan": "gold"})],
+        [make_event(5, "identify", anonymous_id="a3", traits={"plan": "gold"})],
+        # a3 turns out to be u2: a3's profile leaves "gold" (an exit addressed
+        # to a profile that no longer exists: it lands on u2's timeline).
+        [make_event(6, "identify", anonymous_id="a3", user_id="u2")],
+        [view(7, "shoes", start + timedelta(minutes=9), "u2")],
+    ]
+    for events in steps:
+        await h.log.append(events)
+        await drain(h)
+        h.clock.advance(timedelta(minutes=20))
+    h.clock.advance(timedelta(hours=1))
+    await h.relay.run_due()
+    await drain(h)
+
+
+async def test_quiet_membership_events_store_what_the_full_path_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evaluated: list[Event] = []
+    real_update = processor_module.update_memberships
+
+    def recording_update(catalog: Any, before: Any, after: Any, event: Event, *rest: Any) -> Any:
+        evaluated.append(event)
+        return real_update(catalog, before, after, event, *rest)
+
+    monkeypatch.setattr(processor_module, "update_memberships", recording_update)
+    short_storage = LoadRecordingStorage()
+    short = Harness(storage=short_storage)
+    await scenario(short)
+    short_path = await stored(short)
+    short_evaluated = [e for e in evaluated if e.source == SEGMENT_EVENT_SOURCE]
+    short_loaded = list(short_storage.loaded)
+
+    monkeypatch.setattr(processor_module, "quiet_membership_events", lambda *args: False)
+    evaluated.clear()
+    long_storage = LoadRecordingStorage()
+    long = Harness(storage=long_storage)
+    await scenario(long)
+    long_path = await stored(long)
+    long_evaluated = [e for e in evaluated if e.source == SEGMENT_EVENT_SOURCE]
+    long_loaded = list(long_storage.loaded)
+
+    assert short_path == long_path
+    membership_events = [e for _, e in short_path["log"] if e.source == SEGMENT_EVENT_SOURCE]
+    assert {e.event for e in membership_events} == {"Segment Entered", "Segment Exited"}
+    assert any("merged_into" in e.properties for e in membership_events)
+    on_timelines = {m for t in short_path["timelines"].values() for _, m, *_ in t}
+    assert {e.message_id for e in membership_events} <= on_timelines
+    assert short_evaluated == [], "nothing evaluated for them"
+    assert len(long_evaluated) == len(membership_events)
+    assert len(short_loaded) < len(long_loaded), "their profiles' documents are not read"
+
+
+async def test_a_quiet_membership_event_reads_and_writes_no_profile() -> None:
+    storage = LoadRecordingStorage()
+    h = Harness(storage=storage)
+    await define(h, "s2", S2)
+    start = h.clock.now()
+    await h.log.append([view(n, "jacket", start, "u1") for n in (1, 2, 3)])
+    await h.processor.run_once()
+    committed = len(h.storage.batches)
+    await h.relay.run_due()
+    storage.loaded.clear()
+    assert await h.processor.run_once() == 1, "the Segment Entered event"
+    batch = h.storage.batches[committed]
+    assert [e.name for e in batch.events] == ["Segment Entered"], "in the timeline"
+    assert batch.profiles == [] and batch.scheduled == [] and batch.unscheduled == []
+    assert storage.loaded == []
+
+
+def definition(segment_id: str, condition: Any) -> SegmentDefinition:
+    return SegmentDefinition(
+        workspace_id=WS,
+        id=segment_id,
+        name=segment_id,
+        kind="dynamic",
+        condition=condition,
+        version=1,
+        status="active",
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def test_a_workspace_is_quiet_unless_something_reads_membership_events() -> None:
+    views = SegmentCatalog([definition("s2", S2)])
+    counting = SegmentCatalog(
+        [
+            definition("s2", S2),
+            definition(
+                "joiner", {"event": "Segment Exited", "window": "1d", "op": "gte", "value": 1}
+            ),
+        ]
+    )
+    assert quiet(views, JourneyCatalog(WS))
+    assert quiet(SegmentCatalog([]), JourneyCatalog(WS))
+    assert not quiet(counting, JourneyCatalog(WS)), "a segment counts them"
+    assert not quiet(views, JourneyCatalog(WS, any_journey=True)), "a journey may read them"
