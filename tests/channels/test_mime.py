@@ -116,9 +116,9 @@ def test_what_is_written_parses_back(
 ) -> None:
     if not text and not html:
         text = "fallback"
-    extra = {
-        k: v for k, v in extra.items() if k.lower() not in {e.lower() for e in extra} - {k.lower()}
-    }
+    # One value per field name: names differing only in case are the same field.
+    by_name = {name.lower(): (name, value) for name, value in extra.items()}
+    extra = dict(by_name.values())
     fields = [
         mime.address_field("From", [(from_name, from_address)]),
         mime.address_field("To", [(to_name, to_address)]),

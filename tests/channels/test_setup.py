@@ -46,6 +46,20 @@ async def test_only_configured_channels_are_registered(tmp_path: Path) -> None:
         await full.close()
 
 
+async def test_the_smtp_pool_holds_one_connection_per_concurrent_send(tmp_path: Path) -> None:
+    def email(limits: str) -> EmailChannel:
+        settings = load_settings(
+            {"data_dir": str(tmp_path), "smtp_host": "mail.example.com", "sender_limits": limits},
+            environ={},
+        )
+        channel = build_channels(settings, SIGNER).get("email")
+        assert isinstance(channel, EmailChannel)
+        return channel
+
+    assert email("").max_connections == 8  # the sender's default concurrency
+    assert email("concurrency=40").max_connections == 40
+
+
 def test_link_signer_keeps_its_secret_in_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings({"data_dir": str(tmp_path)}, environ={})
     token = link_signer(settings).token(LinkPayload(k="open", w="ws", p="prof"))

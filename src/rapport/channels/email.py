@@ -225,6 +225,7 @@ class EmailChannel:
         self._timeout = timeout
         self._tls_context = tls_context
         self._clock = clock or SystemClock()
+        self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[aiosmtplib.SMTP] = []
         _, self._envelope_from = parseaddr(sender)

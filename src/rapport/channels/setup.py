@@ -42,6 +42,10 @@ def build_channels(
                 password=settings.smtp_password,
                 tls=settings.smtp_tls,
                 clock=clock,
+                # One connection per send the sender runs at once for a provider
+                # (``sender_limits`` concurrency): more would sit idle, fewer
+                # would queue sends the sender believes are under way.
+                max_connections=settings.sender_config().concurrency,
             )
         )
     if settings.sms_base_url:
