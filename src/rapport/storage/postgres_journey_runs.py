@@ -2,7 +2,7 @@
 
 ``run_statements`` gives the statements a processing commit runs for the
 batch's journey part (in its transaction, see
-``postgres._processing_statements``); every parameter is built, and every
+``postgres_processing.processing_statements``); every parameter is built, and every
 encoding error raised, before a connection is taken. The other functions
 are the reads (the outbox is ``postgres_outbox``). See ``rapport.storage.journey_runs``.
 

@@ -1,7 +1,7 @@
 """Scheduled events on PostgreSQL: the ``scheduled_events`` table.
 
 Rows are written by the processing commit (``scheduled_statements``, run in
-its transaction by ``postgres._processing_statements``) and read and deleted
+its transaction by ``postgres_processing.processing_statements``) and read and deleted
 by the relay through ``PostgresStorage``. Relays of several workers take
 turns through a session advisory lock (``TRY_LOCK_SQL``): one delivers, the
 others find the lock taken and go back to sleep, so they neither pile onto

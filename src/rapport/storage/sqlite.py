@@ -19,9 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
+from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob
 from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
@@ -34,21 +32,22 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.policy.document import PolicyDocument, StoredPolicy
-from rapport.core.segments import deleted_definition, next_definition
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage import (
     sqlite_journey_runs,
     sqlite_journeys,
     sqlite_outbox,
     sqlite_policies,
+    sqlite_profiles,
     sqlite_scheduled,
+    sqlite_segments,
     sqlite_templates,
+    sqlite_workspaces,
 )
 from rapport.storage.base import (
     ApiKey,
     EventPage,
     ProcessingBatch,
-    SegmentAlreadyExists,
     SegmentDefinition,
     SegmentDraft,
     Storage,
@@ -73,13 +72,7 @@ from rapport.storage.sqlite_computed_traits import (
     running_trait_backfills,
     trait_definitions_revision,
 )
-from rapport.storage.sqlite_db import (
-    BulkInsert,
-    MicrosCache,
-    SqliteDatabase,
-    from_micros,
-    to_micros,
-)
+from rapport.storage.sqlite_db import SqliteDatabase, from_micros, to_micros
 from rapport.storage.sqlite_eventlog import SqliteEventLog
 from rapport.storage.sqlite_inbox import SqliteInbox
 from rapport.storage.sqlite_memberships import (
@@ -88,19 +81,12 @@ from rapport.storage.sqlite_memberships import (
     read_members,
     read_sizes,
 )
+from rapport.storage.sqlite_processing import PreparedBatch
 
 __all__ = ["SqliteEventLog", "SqliteStorage", "open_sqlite"]
 
 EVENTS_DB = "events.db"
 RAPPORT_DB = "rapport.db"
-# A merge chain longer than this can only be a cycle (a corrupt graph).
-MAX_MERGE_HOPS = 1000
-_NO_UPPER_BOUND = 2**63 - 1
-
-_encode = msgspec.json.Encoder().encode
-_decode_profile = msgspec.json.Decoder(Profile).decode
-_decode_segment = msgspec.json.Decoder(SegmentDefinition).decode
-_decode_backfill = msgspec.json.Decoder(BackfillJob).decode
 
 
 async def open_sqlite(
@@ -117,14 +103,6 @@ async def open_sqlite(
         await storage.close()
         raise
     return storage, event_log
-
-
-def _optional_micros(value: datetime | None) -> int | None:
-    return None if value is None else to_micros(value)
-
-
-def _optional_datetime(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
 
 
 # -- storage --------------------------------------------------------------------
@@ -153,268 +131,104 @@ class SqliteStorage(Storage):
     async def close(self) -> None:
         await self._db.close()
 
-    # -- workspaces and keys -------------------------------------------------
+    # -- workspaces and keys (sqlite_workspaces) ------------------------------
     async def ensure_workspace(self, name: str, new_id: str, now: datetime) -> Workspace:
         created_at = to_micros(now)
-
-        def ensure(conn: sqlite3.Connection) -> Workspace:
-            conn.execute(
-                "INSERT INTO workspaces (id, name, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                (new_id, name, created_at),
-            )
-            row = conn.execute(
-                "SELECT id, name, created_at FROM workspaces WHERE name = ?", (name,)
-            ).fetchone()
-            return _workspace(row)
-
-        return await self._db.write(ensure)
-
-    async def get_workspace(self, workspace_id: str) -> Workspace | None:
-        def get(conn: sqlite3.Connection) -> Workspace | None:
-            row = conn.execute(
-                "SELECT id, name, created_at FROM workspaces WHERE id = ?", (workspace_id,)
-            ).fetchone()
-            return None if row is None else _workspace(row)
-
-        return await self._db.read(get)
-
-    async def find_workspace(self, name: str) -> Workspace | None:
-        def find(conn: sqlite3.Connection) -> Workspace | None:
-            row = conn.execute(
-                "SELECT id, name, created_at FROM workspaces WHERE name = ?", (name,)
-            ).fetchone()
-            return None if row is None else _workspace(row)
-
-        return await self._db.read(find)
-
-    async def create_api_key(self, key: ApiKey) -> None:
-        row = (
-            key.id,
-            key.workspace_id,
-            key.kind,
-            key.key_hash,
-            key.name,
-            to_micros(key.created_at),
-            _optional_micros(key.revoked_at),
+        return await self._db.write(
+            lambda conn: sqlite_workspaces.ensure_workspace(conn, name, new_id, created_at)
         )
 
-        def create(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO api_keys"
-                " (id, workspace_id, kind, key_hash, name, created_at, revoked_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        return await self._db.read(lambda conn: sqlite_workspaces.get_workspace(conn, workspace_id))
 
-        await self._db.write(create)
+    async def find_workspace(self, name: str) -> Workspace | None:
+        return await self._db.read(lambda conn: sqlite_workspaces.find_workspace(conn, name))
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        row = sqlite_workspaces.api_key_params(key)
+        await self._db.write(lambda conn: sqlite_workspaces.create_api_key(conn, row))
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        def find(conn: sqlite3.Connection) -> ApiKey | None:
-            row = conn.execute(
-                "SELECT id, workspace_id, kind, key_hash, created_at, name, revoked_at"
-                " FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-            if row is None:
-                return None
-            key_id, workspace_id, kind, stored_hash, created_at, name, revoked_at = row
-            return ApiKey(
-                id=key_id,
-                workspace_id=workspace_id,
-                kind=kind,
-                key_hash=stored_hash,
-                created_at=from_micros(created_at),
-                name=name,
-                revoked_at=_optional_datetime(revoked_at),
-            )
+        return await self._db.read(lambda conn: sqlite_workspaces.find_api_key(conn, key_hash))
 
-        return await self._db.read(find)
-
-    # -- rejections ----------------------------------------------------------
+    # -- rejections (sqlite_workspaces) ----------------------------------------
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:
             return
-        rows = [
-            (
-                r.workspace_id,
-                to_micros(r.received_at),
-                r.code,
-                r.message,
-                r.field,
-                r.index,
-                r.message_id,
-                r.source,
-                r.payload,
-            )
-            for r in rejections
-        ]
-
-        def record(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO rejections (workspace_id, received_at, code, message, field,"
-                " batch_index, message_id, source, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-
-        await self._db.write(record)
+        rows = [sqlite_workspaces.rejection_params(r) for r in rejections]
+        await self._db.write(lambda conn: sqlite_workspaces.record_rejections(conn, rows))
 
     async def list_rejections(
         self, workspace_id: str, limit: int, before: int | None = None
     ) -> list[Rejection]:
         if limit <= 0:
             return []
-        upper = _NO_UPPER_BOUND if before is None else before
+        return await self._db.read(
+            lambda conn: sqlite_workspaces.list_rejections(conn, workspace_id, limit, before)
+        )
 
-        def list_page(conn: sqlite3.Connection) -> list[Rejection]:
-            rows = conn.execute(
-                "SELECT id, workspace_id, received_at, code, message, field, batch_index,"
-                " message_id, source, payload FROM rejections"
-                " WHERE workspace_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (workspace_id, upper, limit),
-            ).fetchall()
-            return [_rejection(row) for row in rows]
-
-        return await self._db.read(list_page)
-
-    # -- identity graph and profiles -----------------------------------------
+    # -- identity graph and profiles (sqlite_profiles) -----------------------
     async def find_profile_ids(
         self, workspace_id: str, identifiers: Sequence[Identifier]
     ) -> dict[Identifier, str]:
         if not identifiers:
             return {}
         wanted = list(identifiers)
-
-        def find(conn: sqlite3.Connection) -> dict[Identifier, str]:
-            found: dict[Identifier, str] = {}
-            for identifier in wanted:
-                row = conn.execute(
-                    "SELECT profile_id FROM identifiers"
-                    " WHERE workspace_id = ? AND type = ? AND value = ?",
-                    (workspace_id, identifier.type, identifier.value),
-                ).fetchone()
-                if row is not None:
-                    found[identifier] = row[0]
-            return found
-
-        return await self._db.read(find)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.find_profile_ids(conn, workspace_id, wanted)
+        )
 
     async def load_profiles(self, workspace_id: str, ids: Sequence[str]) -> dict[str, Profile]:
         if not ids:
             return {}
-        wanted = _encode(list(ids))
-
-        def load(conn: sqlite3.Connection) -> dict[str, Profile]:
-            rows = conn.execute(
-                "SELECT id, doc FROM profiles"
-                " WHERE workspace_id = ? AND id IN (SELECT value FROM json_each(?))",
-                (workspace_id, wanted),
-            ).fetchall()
-            return {profile_id: _decode_profile(doc) for profile_id, doc in rows}
-
-        return await self._db.read(load)
+        wanted = sqlite_profiles.encode_ids(ids)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.load_profiles(conn, workspace_id, wanted)
+        )
 
     async def existing_profile_ids(self, workspace_id: str, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        wanted = _encode(list(ids))
-
-        def existing(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute(
-                "SELECT id FROM profiles"
-                " WHERE workspace_id = ? AND id IN (SELECT value FROM json_each(?))",
-                (workspace_id, wanted),
-            ).fetchall()
-            return {profile_id for (profile_id,) in rows}
-
-        return await self._db.read(existing)
+        wanted = sqlite_profiles.encode_ids(ids)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.existing_profile_ids(conn, workspace_id, wanted)
+        )
 
     async def resolve_profile_id(self, workspace_id: str, profile_id: str) -> str | None:
-        def resolve(conn: sqlite3.Connection) -> str | None:
-            current = profile_id
-            for _ in range(MAX_MERGE_HOPS):
-                if conn.execute(
-                    "SELECT 1 FROM profiles WHERE workspace_id = ? AND id = ?",
-                    (workspace_id, current),
-                ).fetchone():
-                    return current
-                row = conn.execute(
-                    "SELECT winner FROM profile_merges WHERE workspace_id = ? AND loser = ?",
-                    (workspace_id, current),
-                ).fetchone()
-                if row is None:
-                    return None
-                current = row[0]
-            raise RuntimeError(f"merge chain from {profile_id} does not end: the graph has a cycle")
-
-        return await self._db.read(resolve)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.resolve_profile_id(conn, workspace_id, profile_id)
+        )
 
     async def list_profile_events(
         self, workspace_id: str, profile_id: str, limit: int, before: int | None = None
     ) -> EventPage:
         if limit <= 0:
             return EventPage([], None)
-        upper = _NO_UPPER_BOUND if before is None else before
-
-        def list_page(conn: sqlite3.Connection) -> EventPage:
-            # One row past the page tells whether an older page exists.
-            rows = conn.execute(
-                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
-                " timestamp, received_at, body FROM profile_events"
-                " WHERE workspace_id = ? AND profile_id = ? AND log_offset < ?"
-                " ORDER BY log_offset DESC LIMIT ?",
-                (workspace_id, profile_id, upper, limit + 1),
-            ).fetchall()
-            events = [_profile_event(row) for row in rows[:limit]]
-            next_before = events[-1].offset if len(rows) > limit else None
-            return EventPage(events, next_before)
-
-        return await self._db.read(list_page)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.list_profile_events(
+                conn, workspace_id, profile_id, limit, before
+            )
+        )
 
     async def find_profile_event(
         self, workspace_id: str, profile_id: str, message_id: str
     ) -> ProfileEvent | None:
-        def find(conn: sqlite3.Connection) -> ProfileEvent | None:
-            # Her rows only (the timeline index), no body decoded but the one found.
-            row = conn.execute(
-                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
-                " timestamp, received_at, body FROM profile_events"
-                " INDEXED BY profile_events_timeline"
-                " WHERE workspace_id = ? AND profile_id = ? AND message_id = ?"
-                " ORDER BY log_offset DESC LIMIT 1",
-                (workspace_id, profile_id, message_id),
-            ).fetchone()
-            return None if row is None else _profile_event(row)
-
-        return await self._db.read(find)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.find_profile_event(
+                conn, workspace_id, profile_id, message_id
+            )
+        )
 
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
-        def list_all(conn: sqlite3.Connection) -> list[MergeRecord]:
-            rows = conn.execute(
-                "SELECT workspace_id, winner, loser, merged_at, reason, message_id"
-                " FROM profile_merges WHERE workspace_id = ? AND winner = ?"
-                " ORDER BY merged_at, rowid",
-                (workspace_id, profile_id),
-            ).fetchall()
-            return [
-                MergeRecord(
-                    workspace_id=ws,
-                    winner=winner,
-                    loser=loser,
-                    merged_at=from_micros(merged_at),
-                    reason=reason,
-                    message_id=message_id,
-                )
-                for ws, winner, loser, merged_at, reason, message_id in rows
-            ]
+        return await self._db.read(
+            lambda conn: sqlite_profiles.list_merges(conn, workspace_id, profile_id)
+        )
 
-        return await self._db.read(list_all)
-
-    # -- processing ----------------------------------------------------------
+    # -- processing (sqlite_processing) --------------------------------------
     async def commit_processing(self, batch: ProcessingBatch) -> None:
         # Everything that can fail on bad input (encoding, naive datetimes)
         # fails here, before the writer sees the batch.
-        prepared = _PreparedBatch(batch)
+        prepared = PreparedBatch(batch)
         await self._db.write(prepared.apply)
 
     async def consumer_offset(self, consumer: str) -> int:
@@ -449,83 +263,53 @@ class SqliteStorage(Storage):
         wanted = [sqlite_scheduled.identity(row) for row in rows]
         return await self._db.write(lambda conn: sqlite_scheduled.delete_rows(conn, wanted))
 
-    # -- segment definitions -------------------------------------------------
+    # -- segment definitions (sqlite_segments) -------------------------------
     async def put_segment(
         self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
     ) -> SegmentDefinition:
-        def put(conn: sqlite3.Connection) -> SegmentDefinition:
-            previous = _latest_segment(conn, draft.workspace_id, draft.id)
-            if create_only and previous is not None and previous.active:
-                raise SegmentAlreadyExists(draft.workspace_id, draft.id)
-            return _store_segment(conn, next_definition(previous, draft, now))
-
-        return await self._db.write(put)
+        return await self._db.write(
+            lambda conn: sqlite_segments.put_segment(conn, draft, now, create_only)
+        )
 
     async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
-        def get(conn: sqlite3.Connection) -> SegmentDefinition | None:
-            found = _latest_segment(conn, workspace_id, segment_id)
-            return found if found is not None and found.active else None
-
-        return await self._db.read(get)
+        return await self._db.read(
+            lambda conn: sqlite_segments.get_segment(conn, workspace_id, segment_id)
+        )
 
     async def list_segments(
         self, workspace_id: str, *, include_deleted: bool = False
     ) -> list[SegmentDefinition]:
-        def list_all(conn: sqlite3.Connection) -> list[SegmentDefinition]:
-            rows = conn.execute(
-                "SELECT doc FROM segment_definitions"
-                " WHERE workspace_id = ? AND (? OR status = 'active') ORDER BY id",
-                (workspace_id, include_deleted),
-            ).fetchall()
-            return [_decode_segment(doc) for (doc,) in rows]
-
-        return await self._db.read(list_all)
+        return await self._db.read(
+            lambda conn: sqlite_segments.list_segments(conn, workspace_id, include_deleted)
+        )
 
     async def delete_segment(
         self, workspace_id: str, segment_id: str, now: datetime
     ) -> SegmentDefinition | None:
-        def delete(conn: sqlite3.Connection) -> SegmentDefinition | None:
-            previous = _latest_segment(conn, workspace_id, segment_id)
-            if previous is None or not previous.active:
-                return None
-            return _store_segment(conn, deleted_definition(previous, now))
-
-        return await self._db.write(delete)
+        return await self._db.write(
+            lambda conn: sqlite_segments.delete_segment(conn, workspace_id, segment_id, now)
+        )
 
     async def segments_revision(self) -> int:
-        def get(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT max(revision) FROM segment_definitions").fetchone()
-            return 0 if row is None or row[0] is None else int(row[0])
+        return await self._db.read(sqlite_segments.segments_revision)
 
-        return await self._db.read(get)
-
-    # -- segment backfills ---------------------------------------------------
+    # -- segment backfills (sqlite_segments, sqlite_profiles) ----------------
     async def scan_profiles(
         self, workspace_id: str, after_id: str | None, limit: int
     ) -> list[Profile]:
-        def scan(conn: sqlite3.Connection) -> list[bytes]:
-            rows = conn.execute(
-                "SELECT doc FROM profiles WHERE workspace_id = ? AND id > ? ORDER BY id LIMIT ?",
-                (workspace_id, "" if after_id is None else after_id, max(limit, 0)),
-            ).fetchall()
-            return [doc for (doc,) in rows]
-
+        docs = await self._db.read(
+            lambda conn: sqlite_profiles.profile_docs(conn, workspace_id, after_id, limit)
+        )
         # Decoded here, not on the reader thread: decoding holds the GIL anyway.
-        return [_decode_profile(doc) for doc in await self._db.read(scan)]
+        return [sqlite_profiles.decode_profile(doc) for doc in docs]
 
     async def count_profiles(self, workspace_id: str) -> int:
-        def count(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT count(*) FROM profiles WHERE workspace_id = ?", (workspace_id,)
-            ).fetchone()
-            return int(row[0])
-
-        return await self._db.read(count)
+        return await self._db.read(lambda conn: sqlite_profiles.count_profiles(conn, workspace_id))
 
     async def put_backfill(self, job: BackfillJob) -> bool:
         if job.kind == COMPUTED_TRAIT:
             return await self._db.write(lambda conn: put_trait_backfill(conn, job))
-        return await self._db.write(lambda conn: _store_backfill(conn, job))
+        return await self._db.write(lambda conn: sqlite_segments.store_backfill(conn, job))
 
     async def get_computed_trait_backfill(
         self, workspace_id: str, trait_id: str
@@ -533,24 +317,14 @@ class SqliteStorage(Storage):
         return await self._db.read(lambda conn: get_trait_backfill(conn, workspace_id, trait_id))
 
     async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
-        def get(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute(
-                "SELECT doc FROM segment_backfills WHERE workspace_id = ? AND segment_id = ?",
-                (workspace_id, segment_id),
-            ).fetchone()
-            return None if row is None else bytes(row[0])
-
-        doc = await self._db.read(get)
-        return None if doc is None else _decode_backfill(doc)
+        doc = await self._db.read(
+            lambda conn: sqlite_segments.backfill_doc(conn, workspace_id, segment_id)
+        )
+        return None if doc is None else sqlite_segments.decode_backfill(doc)
 
     async def running_backfills(self) -> list[BackfillJob]:
-        def running(conn: sqlite3.Connection) -> list[bytes]:
-            rows = conn.execute(
-                "SELECT doc FROM segment_backfills WHERE status = 'running'"
-            ).fetchall()
-            return [bytes(doc) for (doc,) in rows]
-
-        jobs = [_decode_backfill(doc) for doc in await self._db.read(running)]
+        docs = await self._db.read(sqlite_segments.running_backfill_docs)
+        jobs = [sqlite_segments.decode_backfill(doc) for doc in docs]
         jobs.extend(await self._db.read(running_trait_backfills))
         return sorted(jobs, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
 
@@ -563,26 +337,12 @@ class SqliteStorage(Storage):
     ) -> list[ProfileEvent]:
         if not profile_ids or (names is not None and not names):
             return []
-        lower = -_NO_UPPER_BOUND if since is None else to_micros(since)
-        named = "" if names is None else " AND name IN (SELECT value FROM json_each(?))"
-        wanted = [] if names is None else [_encode(list(names))]
-
-        def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
-            # json_each keeps it one statement whatever the number of ids.
-            # INDEXED BY: without statistics SQLite would walk the workspace's
-            # whole timeline by its primary key instead of these profiles'.
-            rows = conn.execute(
-                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
-                " timestamp, received_at, body FROM profile_events"
-                " INDEXED BY profile_events_timeline"
-                " WHERE workspace_id = ? AND profile_id IN (SELECT value FROM json_each(?))"
-                f"{named} AND timestamp >= ?"
-                " ORDER BY log_offset",
-                (workspace_id, _encode(list(profile_ids)), *wanted, lower),
-            ).fetchall()
-            return [_profile_event(row) for row in rows]
-
-        return await self._db.read(read)
+        lower = sqlite_profiles.lower_micros(since)
+        return await self._db.read(
+            lambda conn: sqlite_profiles.timeline_events(
+                conn, workspace_id, profile_ids, names, lower
+            )
+        )
 
     async def events_by_name(
         self,
@@ -592,22 +352,13 @@ class SqliteStorage(Storage):
         after: tuple[datetime, int] | None,
         limit: int,
     ) -> list[ProfileEvent]:
-        lower = -_NO_UPPER_BOUND if since is None else to_micros(since)
-        at, offset = (lower, 0) if after is None else (to_micros(after[0]), after[1])
-
-        def read(conn: sqlite3.Connection) -> list[ProfileEvent]:
-            rows = conn.execute(
-                "SELECT workspace_id, profile_id, log_offset, message_id, type, name,"
-                " timestamp, received_at, body FROM profile_events"
-                " INDEXED BY profile_events_by_name"
-                " WHERE workspace_id = ? AND name = ? AND timestamp >= ?"
-                " AND (timestamp > ? OR (timestamp = ? AND log_offset > ?))"
-                " ORDER BY timestamp, log_offset LIMIT ?",
-                (workspace_id, name, lower, at, at, offset, limit),
-            ).fetchall()
-            return [_profile_event(row) for row in rows]
-
-        return await self._db.read(read)
+        lower = sqlite_profiles.lower_micros(since)
+        start = (lower, 0) if after is None else (to_micros(after[0]), after[1])
+        return await self._db.read(
+            lambda conn: sqlite_profiles.events_by_name(
+                conn, workspace_id, name, lower, start, limit
+            )
+        )
 
     # -- segment membership index (sqlite_memberships) -----------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
@@ -865,197 +616,3 @@ class SqliteStorage(Storage):
                 conn, workspace_id, profile_id, limit, before
             )
         )
-
-
-def _latest_segment(
-    conn: sqlite3.Connection, workspace_id: str, segment_id: str
-) -> SegmentDefinition | None:
-    row = conn.execute(
-        "SELECT doc FROM segment_definitions WHERE workspace_id = ? AND id = ?",
-        (workspace_id, segment_id),
-    ).fetchone()
-    return None if row is None else _decode_segment(row[0])
-
-
-def _store_segment(conn: sqlite3.Connection, definition: SegmentDefinition) -> SegmentDefinition:
-    # Writes are serialised by the single writer, so max + 1 is race free.
-    doc = _encode(definition)
-    conn.execute(
-        "INSERT INTO segment_definitions (workspace_id, id, version, status, revision, doc)"
-        " VALUES (?, ?, ?, ?, (SELECT coalesce(max(revision), 0) + 1 FROM segment_definitions), ?)"
-        " ON CONFLICT (workspace_id, id) DO UPDATE SET version = excluded.version,"
-        " status = excluded.status, revision = excluded.revision, doc = excluded.doc",
-        (definition.workspace_id, definition.id, definition.version, definition.status, doc),
-    )
-    # Every definition write starts the walk of the profiles for its version,
-    # in the same transaction (rapport.core.backfill).
-    (total,) = conn.execute(
-        "SELECT count(*) FROM profiles WHERE workspace_id = ?", (definition.workspace_id,)
-    ).fetchone()
-    _store_backfill(
-        conn,
-        start_backfill(
-            definition.workspace_id,
-            definition.id,
-            definition.version,
-            int(total),
-            definition.updated_at,
-        ),
-    )
-    # What a reader will get back (the caller's condition tree is not shared).
-    return _decode_segment(doc)
-
-
-def _store_backfill(conn: sqlite3.Connection, job: BackfillJob) -> bool:
-    cursor = conn.execute(
-        "INSERT INTO segment_backfills (workspace_id, segment_id, version, status, doc)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (workspace_id, segment_id) DO UPDATE"
-        " SET version = excluded.version, status = excluded.status, doc = excluded.doc"
-        " WHERE excluded.version >= segment_backfills.version",
-        (job.workspace_id, job.segment_id, job.version, job.status, _encode(job)),
-    )
-    return cursor.rowcount > 0
-
-
-# Multi-row statements: one SQLite step per chunk of rows instead of one per
-# row, each of which also gives the GIL away and waits to get it back while
-# the processor builds its next batch on the event loop's thread.
-# Events are facts: a replay never rewrites one (a merge may have moved it to
-# another profile since).
-_INSERT_PROFILE_EVENTS = BulkInsert(
-    "profile_events",
-    (
-        "workspace_id",
-        "log_offset",
-        "profile_id",
-        "message_id",
-        "type",
-        "name",
-        "timestamp",
-        "received_at",
-        "body",
-    ),
-    "ON CONFLICT (workspace_id, log_offset) DO NOTHING",
-)
-_UPSERT_IDENTIFIERS = BulkInsert(
-    "identifiers",
-    ("workspace_id", "type", "value", "profile_id"),
-    "ON CONFLICT (workspace_id, type, value) DO UPDATE SET profile_id = excluded.profile_id",
-)
-_UPSERT_PROFILES = BulkInsert(
-    "profiles",
-    ("workspace_id", "id", "doc", "created_at", "updated_at"),
-    "ON CONFLICT (workspace_id, id) DO UPDATE SET doc = excluded.doc,"
-    " created_at = excluded.created_at, updated_at = excluded.updated_at",
-)
-
-
-class _PreparedBatch:
-    """A ``ProcessingBatch`` turned into SQL parameters, applied in the documented order."""
-
-    def __init__(self, batch: ProcessingBatch) -> None:
-        # Events of one batch mostly share their arrival time.
-        received_micros = MicrosCache()
-        self.events = [
-            (
-                e.workspace_id,
-                e.offset,
-                e.profile_id,
-                e.message_id,
-                e.type,
-                e.name,
-                to_micros(e.timestamp),
-                received_micros(e.received_at),
-                e.body,
-            )
-            for e in batch.events
-        ]
-        self.identifiers = [
-            (workspace_id, identifier.type, identifier.value, profile_id)
-            for workspace_id, identifier, profile_id in batch.identifiers
-        ]
-        self.merges = [
-            (m.workspace_id, m.loser, m.winner, to_micros(m.merged_at), m.reason, m.message_id)
-            for m in batch.merges
-        ]
-        self.profiles = [
-            (p.workspace_id, p.id, _encode(p), to_micros(p.created_at), to_micros(p.updated_at))
-            for p in batch.profiles
-        ]
-        self.schedule = sqlite_scheduled.PreparedSchedule(batch)
-        self.runs = sqlite_journey_runs.PreparedRuns(batch)
-        self.consumer = batch.consumer
-        self.offset = batch.offset
-
-    def apply(self, conn: sqlite3.Connection) -> None:
-        _INSERT_PROFILE_EVENTS.run(conn, self.events)
-        _UPSERT_IDENTIFIERS.run(conn, self.identifiers)
-        for workspace_id, loser, winner, merged_at, reason, message_id in self.merges:
-            conn.execute(
-                "INSERT INTO profile_merges (workspace_id, loser, winner, merged_at, reason,"
-                " message_id) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (workspace_id, loser) DO NOTHING",
-                (workspace_id, loser, winner, merged_at, reason, message_id),
-            )
-            conn.execute(
-                "UPDATE profile_events SET profile_id = ?"
-                " WHERE workspace_id = ? AND profile_id = ?",
-                (winner, workspace_id, loser),
-            )
-            # A merged-away profile owns nothing any more: identifiers the
-            # batch did not already move follow it to its winner.
-            conn.execute(
-                "UPDATE identifiers SET profile_id = ? WHERE workspace_id = ? AND profile_id = ?",
-                (winner, workspace_id, loser),
-            )
-            conn.execute(
-                "DELETE FROM profiles WHERE workspace_id = ? AND id = ?", (workspace_id, loser)
-            )
-        _UPSERT_PROFILES.run(conn, self.profiles)
-        self.schedule.apply(conn)
-        self.runs.apply(conn)
-        conn.execute(
-            "INSERT INTO consumer_offsets (consumer, log_offset) VALUES (?, ?)"
-            " ON CONFLICT (consumer) DO UPDATE SET log_offset = excluded.log_offset",
-            (self.consumer, self.offset),
-        )
-
-
-def _workspace(row: tuple[str, str, int]) -> Workspace:
-    workspace_id, name, created_at = row
-    return Workspace(id=workspace_id, name=name, created_at=from_micros(created_at))
-
-
-_RejectionRow = tuple[int, str, int, str, str, str | None, int | None, str | None, str | None, str]
-_ProfileEventRow = tuple[str, str, int, str, str, str | None, int, int, bytes]
-
-
-def _rejection(row: _RejectionRow) -> Rejection:
-    (rid, workspace_id, received_at, code, message, field, index, message_id, source, payload) = row
-    return Rejection(
-        id=rid,
-        workspace_id=workspace_id,
-        received_at=from_micros(received_at),
-        code=code,
-        message=message,
-        field=field,
-        index=index,
-        message_id=message_id,
-        source=source,
-        payload=payload,
-    )
-
-
-def _profile_event(row: _ProfileEventRow) -> ProfileEvent:
-    ws, profile_id, offset, message_id, event_type, name, timestamp, received_at, body = row
-    return ProfileEvent(
-        workspace_id=ws,
-        profile_id=profile_id,
-        offset=offset,
-        message_id=message_id,
-        type=event_type,
-        name=name,
-        timestamp=from_micros(timestamp),
-        received_at=from_micros(received_at),
-        body=body,
-    )

@@ -1,7 +1,7 @@
 """Scheduled events on SQLite: the ``scheduled_events`` table of ``rapport.db``.
 
 Rows are written inside a processing commit (``PreparedSchedule``, applied by
-``sqlite._PreparedBatch``) and read and deleted by the relay through the
+``sqlite_processing.PreparedBatch``) and read and deleted by the relay through the
 functions below, which ``SqliteStorage`` runs on its reader connections and
 its writer thread. See ``rapport.core.model.ScheduledEvent`` and
 ``rapport.runtime.relay`` for what the rows mean.
