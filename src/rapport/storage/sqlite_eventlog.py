@@ -13,12 +13,21 @@ waiting for the writer thread join it and share its statements, its commit
 and its dedup lookup. Encoding happens on the caller's side, once per row.
 
 Deduplication by ``(workspace_id, message_id)``: see ``sqlite_dedup``.
+
+The rows of this process's latest appends (``RECENT_EVENTS`` events) are
+kept as they were stored, after their commit: a read of them (the processor
+right behind the relay or ingest) decodes them from memory instead of
+asking a reader thread for rows just written. A read the kept rows do not
+cover in full goes to the database for the rest, so it answers exactly what
+the database holds: the same bytes decoded the same way, rows of other
+processes (which take offsets in between) included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +70,8 @@ DEDUP_FLUSH_CHUNK = 10_000
 # frequent small checkpoints cost no more I/O than rare big ones, and keep
 # the writer's own (stalling) checkpoints short.
 CHECKPOINT_EVERY = 0.5
+RECENT_EVENTS = 10_000
+"""Events of the latest appends kept in memory for reads (about 4 MB of timer events)."""
 
 _log = structlog.get_logger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -90,6 +101,12 @@ class _Row:
     first_seen: list[int]
     """``received_at`` of each event, in microseconds."""
     body: bytes
+    stored: tuple[int, int, bytes] | None = None
+    """``(first offset, last offset, body)`` as inserted (writer thread); None if all
+    its events were duplicates."""
+
+
+_Stored = tuple[int, int, bytes]
 
 
 class SqliteEventLog(EventLog):
@@ -121,6 +138,9 @@ class SqliteEventLog(EventLog):
         self._flush_chunk = dedup_flush_chunk
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._recent_rows: deque[_Stored] = deque()
+        self._recent_by_offset: dict[int, _Stored] = {}
+        """Each kept offset -> its row (event loop thread only)."""
 
     async def open(self) -> None:
         await self._db.open()
@@ -157,13 +177,47 @@ class SqliteEventLog(EventLog):
                 )
             )
         is_new = await self._appends.add(rows)
+        self._keep(rows)
         self._maybe_flush()
         return is_new
 
     async def read(self, after: int, limit: int) -> list[LogEntry]:
         if limit <= 0:
             return []
-        return await self._db.read(partial(_read_entries, after, limit, self._legacy_end))
+        entries = self._read_kept(after, limit)
+        if len(entries) >= limit:
+            return entries
+        if entries:
+            after, limit = entries[-1].offset, limit - len(entries)
+        return entries + await self._db.read(partial(_read_entries, after, limit, self._legacy_end))
+
+    def _keep(self, rows: list[_Row]) -> None:
+        """Keep the rows of a committed append (``RECENT_EVENTS`` events at most)."""
+        kept, by_offset = self._recent_rows, self._recent_by_offset
+        for row in rows:
+            if row.stored is None:
+                continue
+            first, last, _ = row.stored
+            kept.append(row.stored)
+            for offset in range(first, last + 1):
+                by_offset[offset] = row.stored
+        while len(by_offset) > RECENT_EVENTS:
+            first, last, _ = kept.popleft()
+            for offset in range(first, last + 1):
+                by_offset.pop(offset, None)
+
+    def _read_kept(self, after: int, limit: int) -> list[LogEntry]:
+        """The entries after ``after`` that the kept rows hold without a gap (maybe none)."""
+        entries: list[LogEntry] = []
+        row = self._recent_by_offset.get(after + 1)
+        while row is not None and len(entries) < limit:
+            first, _, body = row
+            skip = after + 1 - first
+            wanted = _decode_events(body)[skip : skip + limit - len(entries)]
+            entries.extend(LogEntry(after + 1 + i, event) for i, event in enumerate(wanted))
+            after = entries[-1].offset
+            row = self._recent_by_offset.get(after + 1)
+        return entries
 
     async def end_offset(self) -> int:
         return await self._db.read(partial(_newest_offset, self._legacy_end))
@@ -208,6 +262,7 @@ class SqliteEventLog(EventLog):
         fresh: list[tuple[Key, int]] = []
         if not seen and len(set(keys)) == len(keys):
             for row in rows:
+                row.stored = (last + 1, last + len(row.keys), row.body)
                 last += len(row.keys)
                 stored.append((last, len(row.keys), row.body))
                 fresh.extend(zip(row.keys, row.first_seen, strict=True))
@@ -226,9 +281,11 @@ class SqliteEventLog(EventLog):
                     is_new.append(True)
                     kept.append(event)
                     fresh.append((key, first_seen))
+                row.stored = None
                 if kept:
-                    last += len(kept)
                     body = row.body if len(kept) == len(row.keys) else _encode(kept)
+                    row.stored = (last + 1, last + len(kept), body)
+                    last += len(kept)
                     stored.append((last, len(kept), body))
         if stored:
             _INSERT_ROWS.run(conn, stored)
