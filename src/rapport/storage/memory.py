@@ -7,31 +7,26 @@ no other coroutine can observe a half-applied change. Mutable values are
 encoded on the way in and decoded (or copied) on the way out, so callers
 can never change stored state by mutating what they passed or received.
 Nothing survives the process.
+
+Other areas live in ``memory_*`` modules it delegates to; a dict two areas
+use (profiles, consumer offsets) has one owner, ``MemoryStorage``, passed in.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from rapport.core.backfill import COMPUTED_TRAIT, BackfillJob, start_backfill
-from rapport.core.computed_traits.definitions import (
-    ComputedTraitAlreadyExists,
-    ComputedTraitDefinition,
-    ComputedTraitDraft,
-    deleted_computed_trait,
-    next_computed_trait,
-)
+from rapport.core.backfill import BackfillJob
+from rapport.core.computed_traits.definitions import ComputedTraitDefinition, ComputedTraitDraft
 from rapport.core.journeys.instances import JourneyInstance
 from rapport.core.journeys.lifecycle import JourneyVersion
 from rapport.core.model import (
-    Event,
     Identifier,
-    LogEntry,
     MergeRecord,
     Profile,
     ProfileEvent,
@@ -39,89 +34,43 @@ from rapport.core.model import (
     ScheduledEvent,
 )
 from rapport.core.policy.document import PolicyDocument, StoredPolicy
-from rapport.core.segments import deleted_definition, next_definition
 from rapport.core.templates.definitions import TemplateDefinition, TemplateDraft
 from rapport.storage.base import (
     ApiKey,
-    EventLog,
     EventPage,
     MemberPage,
     MembershipBatch,
     ProcessingBatch,
-    SegmentAlreadyExists,
-    SegmentChange,
     SegmentChangePage,
     SegmentDefinition,
     SegmentDraft,
-    SegmentMember,
     Storage,
     Workspace,
 )
 from rapport.storage.journey_runs import InstancePage, JourneyMetrics, OutboxMessage
-from rapport.storage.membership_index import plan_memberships
 from rapport.storage.memory_code_pools import MemoryCodePools
+from rapport.storage.memory_eventlog import MemoryEventLog
 from rapport.storage.memory_inbox import MemoryInbox
 from rapport.storage.memory_journey_runs import MemoryJourneyRuns
 from rapport.storage.memory_journeys import MemoryJourneys
+from rapport.storage.memory_memberships import MemoryMemberships
 from rapport.storage.memory_policies import MemoryPolicies
+from rapport.storage.memory_scheduled import MemoryScheduled
+from rapport.storage.memory_segments import MemorySegments
 from rapport.storage.memory_templates import MemoryTemplates
 from rapport.storage.outbox import DEFAULT_LEASE, DeliveryAttempt, OutboxPage
+
+__all__ = ["MemoryEventLog", "MemoryStorage", "open_memory"]
 
 # JSON rather than msgpack: msgpack timestamps drop the UTC offset, and the
 # contract says an event's or profile's datetimes come back as they went in.
 _ENCODER = msgspec.json.Encoder()
-_EVENT_DECODER = msgspec.json.Decoder(Event)
 _PROFILE_DECODER = msgspec.json.Decoder(Profile)
 
 
 def open_memory() -> tuple[MemoryStorage, MemoryEventLog]:
     """A fresh, empty in-memory storage and event log."""
     return MemoryStorage(), MemoryEventLog()
-
-
-class MemoryEventLog(EventLog):
-    """The event log as a list of encoded events; offset ``n`` is item ``n - 1``."""
-
-    def __init__(self) -> None:
-        self._entries: list[bytes] = []
-        self._first_seen: dict[tuple[str, str], datetime] = {}
-        """(workspace, message id) -> when it was first appended (its ``received_at``)."""
-
-    async def append(self, events: Sequence[Event]) -> list[bool]:
-        # Encode everything before changing anything, so a bad event leaves
-        # the log as it was.
-        fresh: dict[tuple[str, str], tuple[datetime, bytes]] = {}
-        results: list[bool] = []
-        for event in events:
-            key = (event.workspace_id, event.message_id)
-            if key in self._first_seen or key in fresh:
-                results.append(False)
-                continue
-            fresh[key] = (event.received_at, _ENCODER.encode(event))
-            results.append(True)
-        for key, (seen_at, body) in fresh.items():
-            self._first_seen[key] = seen_at
-            self._entries.append(body)
-        return results
-
-    async def read(self, after: int, limit: int) -> list[LogEntry]:
-        start = max(after, 0)
-        if limit <= 0:
-            return []
-        chunk = self._entries[start : start + limit]
-        return [
-            LogEntry(offset=start + i + 1, event=_EVENT_DECODER.decode(body))
-            for i, body in enumerate(chunk)
-        ]
-
-    async def end_offset(self) -> int:
-        return len(self._entries)
-
-    async def prune_dedup(self, older_than: datetime) -> int:
-        stale = [key for key, seen in self._first_seen.items() if seen < older_than]
-        for key in stale:
-            del self._first_seen[key]
-        return len(stale)
 
 
 class MemoryStorage(Storage):
@@ -146,26 +95,9 @@ class MemoryStorage(Storage):
         self._timelines: dict[tuple[str, str], list[int]] = {}
         """(workspace, profile) -> log offsets of its events, ascending."""
         self._offsets: dict[str, int] = {}
-        self._scheduled: dict[tuple[str, str], _ScheduledRow] = {}
-        """(workspace, key) -> its row."""
-        self._schedule: list[tuple[int, int, int, str, str]] = []
-        """``_ScheduledRow.order`` of every row, ascending: the delivery order."""
-        self._members: dict[tuple[str, str], dict[str, SegmentMember]] = {}
-        """(workspace, segment id) -> profile id -> membership: the membership index."""
-        self._segment_changes: dict[tuple[str, int], SegmentChange] = {}
-        """(workspace, log offset) -> the membership change that event recorded."""
-        self._change_offsets: dict[tuple[str, str], list[int]] = {}
-        """(workspace, profile) -> offsets of its membership changes, ascending."""
-        self._segments: dict[tuple[str, str], SegmentDefinition] = {}
-        """(workspace, segment id) -> latest version (frozen, so shared safely)."""
-        self._segments_revision = 0
-        self._computed_traits: dict[tuple[str, str], ComputedTraitDefinition] = {}
-        """(workspace, trait id) -> latest version."""
-        self._computed_traits_revision = 0
-        self._backfills: dict[tuple[str, str], BackfillJob] = {}
-        """(workspace, segment id) -> the job of its newest version (frozen)."""
-        self._trait_backfills: dict[tuple[str, str], BackfillJob] = {}
-        """(workspace, computed trait id) -> the job of its newest version (frozen)."""
+        self._schedule = MemoryScheduled()
+        self._memberships = MemoryMemberships(self._offsets)
+        self._segments = MemorySegments(self._profiles)
         self._journeys = MemoryJourneys()
         self._templates = MemoryTemplates()
         self._policies = MemoryPolicies()
@@ -297,7 +229,7 @@ class MemoryStorage(Storage):
         for merge in merges:
             if merge.winner == merge.loser:
                 raise ValueError(f"profile {merge.loser} cannot merge into itself")
-        scheduled = _scheduled_rows(batch)
+        scheduled = self._schedule.prepare(batch)
         runs = self._runs.prepare(batch)
 
         for event in events:
@@ -308,99 +240,48 @@ class MemoryStorage(Storage):
             self._apply_merge(merge)
         self._profiles.update(profiles)
         for cancelled in batch.unscheduled:
-            self._unschedule(cancelled)
-        for row in scheduled:
-            self._unschedule(row.key)
-            self._scheduled[row.key] = row
-            bisect.insort(self._schedule, row.order)
+            self._schedule.cancel(cancelled)
+        self._schedule.put(scheduled)
         self._runs.apply(runs)
         self._offsets[batch.consumer] = batch.offset
 
     async def consumer_offset(self, consumer: str) -> int:
         return self._offsets.get(consumer, 0)
 
-    # -- scheduled events ----------------------------------------------------
+    # -- scheduled events (memory_scheduled) -------------------------------
     async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
-        end = bisect.bisect_right(self._schedule, (_micros(now), _LAST, _LAST))
-        chosen = self._schedule[: min(end, max(limit, 0))]
-        return [self._scheduled[(ws, key)].decoded() for *_, ws, key in chosen]
+        return self._schedule.due(now, limit)
 
     async def next_scheduled_at(self) -> datetime | None:
-        if not self._schedule:
-            return None
-        ws, key = self._schedule[0][3:]
-        return self._scheduled[(ws, key)].due_at
+        return self._schedule.next_at()
 
     async def get_scheduled(self, workspace_id: str, key: str) -> ScheduledEvent | None:
-        row = self._scheduled.get((workspace_id, key))
-        return None if row is None else row.decoded()
+        return self._schedule.get(workspace_id, key)
 
     async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
-        deleted = 0
-        for wanted in rows:
-            key = (wanted.workspace_id, wanted.key)
-            row = self._scheduled.get(key)
-            if row is not None and row.same(wanted):
-                self._unschedule(key)
-                deleted += 1
-        return deleted
+        return self._schedule.delete(rows)
 
-    def _unschedule(self, key: tuple[str, str]) -> None:
-        row = self._scheduled.pop(key, None)
-        if row is not None:
-            index = bisect.bisect_left(self._schedule, row.order)
-            del self._schedule[index]
-
-    # -- segment definitions -------------------------------------------------
+    # -- segment definitions (memory_segments) -------------------------------
     async def put_segment(
         self, draft: SegmentDraft, now: datetime, *, create_only: bool = False
     ) -> SegmentDefinition:
-        key = (draft.workspace_id, draft.id)
-        previous = self._segments.get(key)
-        if create_only and previous is not None and previous.active:
-            raise SegmentAlreadyExists(draft.workspace_id, draft.id)
-        # A round trip through JSON: the caller's condition tree is copied,
-        # and what is stored is what the SQL backends would give back.
-        stored = _SEGMENT_DECODER.decode(_ENCODER.encode(next_definition(previous, draft, now)))
-        self._segments[key] = stored
-        self._segments_revision += 1
-        self._start_backfill(stored)
-        return _copy_segment(stored)
+        return self._segments.put_segment(draft, now, create_only)
 
     async def get_segment(self, workspace_id: str, segment_id: str) -> SegmentDefinition | None:
-        found = self._segments.get((workspace_id, segment_id))
-        return _copy_segment(found) if found is not None and found.active else None
+        return self._segments.get_segment(workspace_id, segment_id)
 
     async def list_segments(
         self, workspace_id: str, *, include_deleted: bool = False
     ) -> list[SegmentDefinition]:
-        return [
-            _copy_segment(definition)
-            for (ws, _), definition in sorted(self._segments.items())
-            if ws == workspace_id and (include_deleted or definition.active)
-        ]
+        return self._segments.list_segments(workspace_id, include_deleted)
 
     async def delete_segment(
         self, workspace_id: str, segment_id: str, now: datetime
     ) -> SegmentDefinition | None:
-        previous = self._segments.get((workspace_id, segment_id))
-        if previous is None or not previous.active:
-            return None
-        tombstone = deleted_definition(previous, now)
-        self._segments[(workspace_id, segment_id)] = tombstone
-        self._segments_revision += 1
-        self._start_backfill(tombstone)
-        return _copy_segment(tombstone)
-
-    def _start_backfill(self, definition: SegmentDefinition) -> None:
-        """Every definition write starts the walk of the profiles for its version."""
-        ws = definition.workspace_id
-        total = sum(1 for (profile_ws, _) in self._profiles if profile_ws == ws)
-        job = start_backfill(ws, definition.id, definition.version, total, definition.updated_at)
-        self._backfills[(ws, definition.id)] = job
+        return self._segments.delete_segment(workspace_id, segment_id, now)
 
     async def segments_revision(self) -> int:
-        return self._segments_revision
+        return self._segments.segments_revision
 
     # -- segment backfills ---------------------------------------------------
     async def scan_profiles(
@@ -420,26 +301,18 @@ class MemoryStorage(Storage):
         return sum(1 for (ws, _) in self._profiles if ws == workspace_id)
 
     async def put_backfill(self, job: BackfillJob) -> bool:
-        key = (job.workspace_id, job.segment_id)
-        jobs = self._trait_backfills if job.kind == COMPUTED_TRAIT else self._backfills
-        stored = jobs.get(key)
-        if stored is not None and stored.version > job.version:
-            return False
-        jobs[key] = job
-        return True
+        return self._segments.put_backfill(job)
 
     async def get_backfill(self, workspace_id: str, segment_id: str) -> BackfillJob | None:
-        return self._backfills.get((workspace_id, segment_id))
+        return self._segments.get_backfill(workspace_id, segment_id)
 
     async def get_computed_trait_backfill(
         self, workspace_id: str, trait_id: str
     ) -> BackfillJob | None:
-        return self._trait_backfills.get((workspace_id, trait_id))
+        return self._segments.get_computed_trait_backfill(workspace_id, trait_id)
 
     async def running_backfills(self) -> list[BackfillJob]:
-        jobs = [*self._backfills.values(), *self._trait_backfills.values()]
-        running = [job for job in jobs if job.running]
-        return sorted(running, key=lambda job: (job.started_at, job.workspace_id, job.segment_id))
+        return self._segments.running_backfills()
 
     async def timeline_events(
         self,
@@ -481,105 +354,46 @@ class MemoryStorage(Storage):
         )
         return [msgspec.structs.replace(self._events[(workspace_id, o)]) for _, o in found[:limit]]
 
-    # -- segment membership index -------------------------------------------
+    # -- segment membership index (memory_memberships) ----------------------
     async def commit_memberships(self, batch: MembershipBatch) -> None:
-        plan = plan_memberships(batch.changes, self._offsets.get(batch.consumer, 0))
-        for change in plan.history:
-            key = (change.workspace_id, change.offset)
-            if key in self._segment_changes:
-                continue
-            self._segment_changes[key] = change
-            offsets = self._change_offsets.setdefault((change.workspace_id, change.profile_id), [])
-            bisect.insort(offsets, change.offset)
-        for (ws, segment_id, profile_id), change in plan.final.items():
-            members = self._members.setdefault((ws, segment_id), {})
-            if change.entered:
-                members[profile_id] = SegmentMember(
-                    profile_id=profile_id, version=change.version, entered_at=change.at
-                )
-            else:
-                members.pop(profile_id, None)
-        self._offsets[batch.consumer] = max(self._offsets.get(batch.consumer, 0), batch.offset)
+        self._memberships.commit(batch)
 
     async def segment_sizes(self, workspace_id: str, segment_ids: Sequence[str]) -> dict[str, int]:
-        return {s: len(self._members.get((workspace_id, s), ())) for s in segment_ids}
+        return self._memberships.sizes(workspace_id, segment_ids)
 
     async def list_segment_members(
         self, workspace_id: str, segment_id: str, limit: int, after: str | None = None
     ) -> MemberPage:
-        members = self._members.get((workspace_id, segment_id), {})
-        # Byte order, as the SQL backends sort profile ids.
-        ids = sorted(
-            (p for p in members if after is None or p.encode() > after.encode()),
-            key=str.encode,
-        )
-        page = ids[: max(limit, 0)]
-        next_after = page[-1] if page and len(ids) > len(page) else None
-        return MemberPage([members[p] for p in page], next_after)
+        return self._memberships.members(workspace_id, segment_id, limit, after)
 
     async def list_segment_history(
         self, workspace_id: str, profile_ids: Sequence[str], limit: int, before: int | None = None
     ) -> SegmentChangePage:
-        offsets = sorted(
-            (
-                offset
-                for profile_id in dict.fromkeys(profile_ids)
-                for offset in self._change_offsets.get((workspace_id, profile_id), ())
-                if before is None or offset < before
-            ),
-            reverse=True,
-        )
-        page = offsets[: max(limit, 0)]
-        next_before = page[-1] if page and len(offsets) > len(page) else None
-        changes = [self._segment_changes[(workspace_id, offset)] for offset in page]
-        return SegmentChangePage(changes, next_before)
+        return self._memberships.history(workspace_id, profile_ids, limit, before)
 
-    # -- computed-trait definitions ------------------------------------------
+    # -- computed-trait definitions (memory_segments) ------------------------
     async def put_computed_trait(
         self, draft: ComputedTraitDraft, now: datetime, *, create_only: bool = False
     ) -> ComputedTraitDefinition:
-        key = (draft.workspace_id, draft.id)
-        previous = self._computed_traits.get(key)
-        if create_only and previous is not None and previous.active:
-            raise ComputedTraitAlreadyExists(draft.workspace_id, draft.id)
-        stored = next_computed_trait(previous, draft, now)
-        # Through JSON both ways, as the SQL backends: nobody shares the compute tree.
-        self._computed_traits[key] = _copy_computed_trait(stored)
-        self._computed_traits_revision += 1
-        total = await self.count_profiles(draft.workspace_id)
-        self._trait_backfills[key] = start_backfill(
-            draft.workspace_id, draft.id, stored.version, total, now, COMPUTED_TRAIT
-        )
-        return _copy_computed_trait(stored)
+        return self._segments.put_computed_trait(draft, now, create_only)
 
     async def get_computed_trait(
         self, workspace_id: str, trait_id: str
     ) -> ComputedTraitDefinition | None:
-        found = self._computed_traits.get((workspace_id, trait_id))
-        return _copy_computed_trait(found) if found is not None and found.active else None
+        return self._segments.get_computed_trait(workspace_id, trait_id)
 
     async def list_computed_traits(
         self, workspace_id: str, *, include_deleted: bool = False
     ) -> list[ComputedTraitDefinition]:
-        return [
-            _copy_computed_trait(definition)
-            for (ws, _), definition in sorted(self._computed_traits.items())
-            if ws == workspace_id and (include_deleted or definition.active)
-        ]
+        return self._segments.list_computed_traits(workspace_id, include_deleted)
 
     async def delete_computed_trait(
         self, workspace_id: str, trait_id: str, now: datetime
     ) -> ComputedTraitDefinition | None:
-        previous = self._computed_traits.get((workspace_id, trait_id))
-        if previous is None or not previous.active:
-            return None
-        tombstone = deleted_computed_trait(previous, now)
-        self._computed_traits[(workspace_id, trait_id)] = tombstone
-        self._computed_traits_revision += 1
-        return _copy_computed_trait(tombstone)
+        return self._segments.delete_computed_trait(workspace_id, trait_id, now)
 
     async def computed_traits_revision(self) -> int:
-        return self._computed_traits_revision
+        return self._segments.computed_traits_revision
 
     # -- template definitions (memory_templates) -----------------------------
     async def put_template(
@@ -637,10 +451,7 @@ class MemoryStorage(Storage):
         versions, signals = self._journeys.transition(workspace_id, journey_id, action, now)
         # Stored with the new status, as the SQL backends do (``journey_signals``).
         batch = ProcessingBatch(consumer="", offset=self._journeys.revision, scheduled=signals)
-        for row in _scheduled_rows(batch):
-            self._unschedule(row.key)
-            self._scheduled[row.key] = row
-            bisect.insort(self._schedule, row.order)
+        self._schedule.put(self._schedule.prepare(batch))
         return versions
 
     async def journey_versions(self, workspace_id: str, journey_id: str) -> list[JourneyVersion]:
@@ -721,16 +532,13 @@ class MemoryStorage(Storage):
         rows = (
             []
             if attempt.event is None
-            else _scheduled_rows(
+            else self._schedule.prepare(
                 ProcessingBatch(consumer="rapport:delivery", offset=0, scheduled=[attempt.event])
             )
         )
         if not self._runs.outbox.record(attempt):
             return False
-        for row in rows:  # the relay appends it to the log
-            self._unschedule(row.key)
-            self._scheduled[row.key] = row
-            bisect.insort(self._schedule, row.order)
+        self._schedule.put(rows)  # the relay appends it to the log
         return True
 
     async def list_dead(
@@ -791,71 +599,3 @@ class MemoryStorage(Storage):
             self._set_owner((ws, identifier), merge.winner)
         self._owned.pop((ws, merge.loser), None)
         self._profiles.pop((ws, merge.loser), None)
-
-
-_SEGMENT_DECODER = msgspec.json.Decoder(SegmentDefinition)
-_LAST = 2**63
-"""Above any offset or index: bisects past every row due at one instant."""
-
-
-def _micros(value: datetime) -> int:
-    if value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()}: only aware datetimes are stored")
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _ScheduledRow:
-    """A stored scheduled event: the event encoded, and its place in the delivery order."""
-
-    __slots__ = ("body", "due_at", "key", "message_id", "order")
-
-    def __init__(self, row: ScheduledEvent, offset: int, index: int) -> None:
-        if row.event.workspace_id != row.workspace_id:
-            raise ValueError(f"scheduled event {row.key!r} belongs to another workspace")
-        self.key = (row.workspace_id, row.key)
-        self.due_at = row.due_at
-        self.message_id = row.event.message_id
-        self.body = _ENCODER.encode(row.event)
-        self.order: tuple[int, int, int, str, str] = (
-            _micros(row.due_at),
-            offset,
-            index,
-            row.workspace_id,
-            row.key,
-        )
-
-    def same(self, row: ScheduledEvent) -> bool:
-        return self.due_at == row.due_at and self.message_id == row.event.message_id
-
-    def decoded(self) -> ScheduledEvent:
-        return ScheduledEvent(
-            workspace_id=self.key[0],
-            key=self.key[1],
-            due_at=self.due_at,
-            event=_EVENT_DECODER.decode(self.body),
-        )
-
-
-def _scheduled_rows(batch: ProcessingBatch) -> list[_ScheduledRow]:
-    """The batch's rows, encoded; the last of each key wins (as in the SQL backends)."""
-    rows: dict[tuple[str, str], _ScheduledRow] = {}
-    for index, row in enumerate(batch.scheduled):
-        stored = _ScheduledRow(row, batch.offset, index)
-        rows.pop(stored.key, None)
-        rows[stored.key] = stored
-    return list(rows.values())
-
-
-def _copy_segment(definition: SegmentDefinition) -> SegmentDefinition:
-    # The struct is frozen but its condition is a mutable tree.
-    return _SEGMENT_DECODER.decode(_ENCODER.encode(definition))
-
-
-_COMPUTED_TRAIT_DECODER = msgspec.json.Decoder(ComputedTraitDefinition)
-
-
-def _copy_computed_trait(definition: ComputedTraitDefinition) -> ComputedTraitDefinition:
-    return _COMPUTED_TRAIT_DECODER.decode(_ENCODER.encode(definition))
