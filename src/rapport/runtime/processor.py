@@ -67,7 +67,11 @@ Journeys (``journey_effects``): after segments, each event is handed to
 the journey engine; instances, outbox messages, metrics and journey timers
 (``Journey Timer`` events, source ``rapport:journeys``) commit with the step.
 
-Failures:
+What a step loads before its events and the one batch it commits after them
+are made in ``step_batch``. Between steps, the processor commits backfill
+pages the same way (``backfill_pages``).
+
+Failures (the records are made in ``processing_failures``):
 
 * an event whose processing raises is recorded as a rejection with code
   ``processing_failed`` (visible next to ingest rejections), logged at error
@@ -86,18 +90,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from datetime import datetime
 
 import msgspec
 import structlog
 
 from rapport.core.aggregate_states import merge_aggregate_states
-from rapport.core.backfill import SEGMENT, BackfillJob
 from rapport.core.clock import Clock
 from rapport.core.computed_traits import (
-    ComputedTraitCatalog,
     apply_computed_traits,
     merge_computed_traits,
 )
@@ -105,9 +104,7 @@ from rapport.core.conditions.instants import to_micros
 from rapport.core.identity import (
     EventClaims,
     IdentityRules,
-    Refusal,
     add_alias_claims,
-    alias_candidates,
     resolve,
     scan_identifiers,
 )
@@ -118,15 +115,12 @@ from rapport.core.model import (
     LogEntry,
     MergeRecord,
     Profile,
-    ProfileEvent,
     Rejection,
-    ScheduledEvent,
     dump_json,
 )
 from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
 from rapport.core.segments import (
     MembershipChange,
-    SegmentCatalog,
     Settled,
     refresh_memberships,
     update_memberships,
@@ -138,6 +132,7 @@ from rapport.core.static_segments import (
 )
 from rapport.runtime.aggregate_catalogs import AggregateCatalogs
 from rapport.runtime.backfill import Backfiller
+from rapport.runtime.backfill_pages import log_done, page_batch
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
 from rapport.runtime.journey_effects import (
     JOURNEY_EVENT_SOURCE,
@@ -148,6 +143,9 @@ from rapport.runtime.journey_effects import (
     is_timer,
 )
 from rapport.runtime.journey_triggers import is_control
+from rapport.runtime.processing_failures import FAILURE_CODE as FAILURE_CODE
+from rapport.runtime.processing_failures import MAX_FAILURE_PAYLOAD as MAX_FAILURE_PAYLOAD
+from rapport.runtime.processing_failures import failed, failure, log_refusals, skip_next
 from rapport.runtime.profile_cache import ProfileCache
 from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX as OUTBOX_KEY_PREFIX
 from rapport.runtime.segment_effects import SEGMENT_ENTERED as SEGMENT_ENTERED
@@ -160,15 +158,15 @@ from rapport.runtime.segment_effects import (
     is_membership_event,
     on_timer,
     quiet_target,
-    schedule_timers,
 )
 from rapport.runtime.segment_effects import membership_event as _membership_event
 from rapport.runtime.segment_effects import merged_away_events as _merged_away_events
 from rapport.runtime.segment_effects import quiet as quiet_membership_events
 from rapport.runtime.segment_effects import settled as _settled
 from rapport.runtime.segment_effects import timer_key as _timer_key
-from rapport.runtime.working_set import WorkspaceState, load_states
-from rapport.storage.base import EventLog, ProcessingBatch, Storage
+from rapport.runtime.step_batch import Placed, Step, load_step_states, step_batch
+from rapport.runtime.working_set import WorkspaceState
+from rapport.storage.base import EventLog, Storage
 
 log = structlog.get_logger("rapport.processor")
 
@@ -179,29 +177,7 @@ ISOLATE_AFTER = 3
 SKIP_AFTER = 3
 """Failed attempts of a single event before it is recorded and skipped."""
 MAX_BACKOFF = 5.0
-MAX_FAILURE_PAYLOAD = 16 * 1024
 PROFILE_ID_PREFIX = "prof"
-FAILURE_CODE = "processing_failed"
-
-
-@dataclass
-class _Placed:
-    entry: LogEntry
-    profile_id: str
-    body: bytes
-
-
-@dataclass
-class _Step:
-    """One batch of log entries, processed and ready to commit."""
-
-    after: int
-    """The offset the step starts after."""
-    consumed: int
-    batch: ProcessingBatch
-    failures: list[Rejection]
-    states: dict[str, WorkspaceState]
-    journeys: JourneyWork
 
 
 class Processor:
@@ -241,7 +217,7 @@ class Processor:
         self._catalogs = AggregateCatalogs(storage, self._journeys.catalogs)
         self._computed = ComputedTraitCatalogs(storage)
         self._backfiller = Backfiller(storage, clock, self._catalogs, computed=self._computed)
-        self._upcoming: _Step | None = None
+        self._upcoming: Step | None = None
         """The step built while the previous one committed, if any."""
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
@@ -359,7 +335,7 @@ class Processor:
                 return 0
             step = await self._build_step(after, entries, {})
         committing = asyncio.ensure_future(self._commit(step))
-        upcoming: _Step | None = None
+        upcoming: Step | None = None
         try:
             if limit is None:
                 upcoming = await self._prepare_after(step)
@@ -384,12 +360,12 @@ class Processor:
         await self._announce()
         return step.consumed
 
-    async def _commit(self, step: _Step) -> None:
+    async def _commit(self, step: Step) -> None:
         if step.failures:
             await self._storage.record_rejections(step.failures)
         await self._storage.commit_processing(step.batch)
 
-    async def _prepare_after(self, step: _Step) -> _Step | None:
+    async def _prepare_after(self, step: Step) -> Step | None:
         """The step after ``step``, built on its working set; None if there is nothing yet."""
         try:
             entries = await self._log.read(step.batch.offset, self.batch_size)
@@ -414,32 +390,9 @@ class Processor:
         page = await self._backfiller.next_page()
         if page is None:
             return False
-        job = page.job
-        now = job.updated_at
-        ws = job.workspace_id
-        state = WorkspaceState(ws)
-        for profile in page.profiles:
-            state.profiles[profile.id] = profile
-            state.changed_profiles.add(profile.id)
-        batch = ProcessingBatch(consumer=self.consumer, offset=self.processed_offset)
-        for profile, change in page.changes:
-            event = _backfill_event(job, profile.id, change, now)
-            batch.scheduled.append(
-                ScheduledEvent(
-                    workspace_id=ws,
-                    key=OUTBOX_KEY_PREFIX + event.message_id,
-                    due_at=now,
-                    event=event,
-                )
-            )
-        catalog = (await self._catalogs.for_workspaces([ws]))[ws]
-        computed = (await self._computed.for_workspaces([ws]))[ws]
-        self._schedule_timers(state, catalog, {}, batch, now, computed)
-        batch.profiles = [
-            profile
-            for profile_id, profile in sorted(state.profiles.items())
-            if profile is not page.originals.get(profile_id)
-        ]
+        batch, state = await page_batch(
+            page, self.consumer, self.processed_offset, self._catalogs, self._computed
+        )
         if batch.profiles or batch.scheduled or batch.unscheduled:
             # The step prepared ahead was built on the profiles as they were.
             self._upcoming = None
@@ -447,49 +400,21 @@ class Processor:
             state.remember(self._cache)
             if batch.scheduled and self.on_scheduled is not None:
                 self.on_scheduled()
-        await self._storage.put_backfill(job)
-        if not job.running:
-            log.info(
-                "segments.backfill_done",
-                workspace_id=ws,
-                kind=job.kind,
-                segment_id=job.segment_id,
-                version=job.version,
-                profiles=job.processed,
-                entered=job.entered,
-                exited=job.exited,
-            )
+        await self._storage.put_backfill(page.job)
+        if not page.job.running:
+            log_done(page.job)
         return True
 
     async def _skip_next(self, after: int, error: Exception) -> bool:
-        """Record the event after ``after`` as failed and move past it.
+        """Record the event after ``after`` as failed and move past it; whether it was.
 
-        Called when that event alone keeps failing to commit. The rejection is
-        written first: if the storage is down that fails too and nothing is
-        skipped. Returns whether the event was skipped.
+        Called when that event alone keeps failing to commit (``skip_next``).
         """
-        reason = f"commit kept failing: {type(error).__name__}: {error}"
-        try:
-            entries = await self._log.read(after, 1)
-            if not entries:
-                return False
-            entry = entries[0]
-            if self._skip_recorded != entry.offset:
-                await self._storage.record_rejections([_failure(entry, reason)])
-                self._skip_recorded = entry.offset
-            await self._storage.commit_processing(
-                ProcessingBatch(consumer=self.consumer, offset=entry.offset)
-            )
-        except Exception as exc:  # the storage itself is failing: logged, nothing skipped
-            log.error("processing.skip_failed", after_offset=after, exc_info=exc)
-            return False
-        log.error(
-            "processing.event_skipped",
-            offset=entry.offset,
-            message_id=entry.event.message_id,
-            workspace_id=entry.event.workspace_id,
-            error=reason,
+        entry, self._skip_recorded = await skip_next(
+            self._storage, self._log, self.consumer, after, error, self._skip_recorded
         )
+        if entry is None:
+            return False
         self._offset = entry.offset
         self.processed_total += 1
         self.failed_total += 1
@@ -502,7 +427,7 @@ class Processor:
         entries: Sequence[LogEntry],
         previous: dict[str, WorkspaceState],
         previous_journeys: JourneyWork | None = None,
-    ) -> _Step:
+    ) -> Step:
         """Process ``entries`` (read after ``after``) in memory.
 
         ``previous`` (and ``previous_journeys``) is the working set of a step
@@ -515,10 +440,12 @@ class Processor:
             try:
                 scanned.append((entry, scan_identifiers(entry.event, self._rules)))
             except Exception as exc:  # one bad event must not stop the others: recorded
-                failures.append(self._failed(entry, exc))
+                failures.append(failed(entry, exc))
 
         quiet = await self._quiet_workspaces(scanned)
-        states = await self._load_states(scanned, previous, quiet)
+        states = await load_step_states(
+            self._storage, self._cache, self._rules, scanned, previous, quiet
+        )
         journeys = await self._journeys.prepare(states, now, previous_journeys)
         catalogs = await self._catalogs.for_workspaces(states, journeys.catalogs)
         computed = await self._computed.for_workspaces(states)
@@ -526,7 +453,7 @@ class Processor:
         def new_profile_id() -> str:
             return self._ids.new_id(PROFILE_ID_PREFIX)
 
-        placed: list[_Placed] = []
+        placed: list[Placed] = []
         merges: list[MergeRecord] = []
         emitted: list[Event] = []
         cancelled: list[tuple[str, str]] = []
@@ -545,7 +472,7 @@ class Processor:
                 try:  # a journey's wait is over (``journey_effects``)
                     emitted.extend(journeys.on_timer(entry, state))
                 except Exception as exc:  # one bad event must not stop the others: recorded
-                    failures.append(self._failed(entry, exc))
+                    failures.append(failed(entry, exc))
                 continue
             if event.source == TIMER_EVENT_SOURCE:
                 try:
@@ -555,7 +482,7 @@ class Processor:
                         )
                     )
                 except Exception as exc:  # one bad event must not stop the others: recorded
-                    failures.append(self._failed(entry, exc))
+                    failures.append(failed(entry, exc))
                 continue
             if event.source == STATIC_SEGMENT_SOURCE:
                 # An uploaded list entry: it only changes a membership (no
@@ -566,13 +493,13 @@ class Processor:
                     )
                     body = dump_json(event)
                 except Exception as exc:  # one bad event must not stop the others: recorded
-                    failures.append(self._failed(entry, exc))
+                    failures.append(failed(entry, exc))
                     continue
                 if upload.refused is not None:
                     log.warning(
                         "segments.upload_refused", offset=entry.offset, reason=upload.refused
                     )
-                    failures.append(_failure(entry, upload.refused))
+                    failures.append(failure(entry, upload.refused))
                 elif upload.profile is not None:
                     listed = upload.profile
                     owned = dict.fromkeys(upload.attached, listed.id)
@@ -580,7 +507,7 @@ class Processor:
                     state.changed_identifiers.update(owned)
                     state.profiles[listed.id] = listed
                     state.changed_profiles.add(listed.id)
-                    placed.append(_Placed(entry, listed.id, body))
+                    placed.append(Placed(entry, listed.id, body))
                     emitted.extend(
                         _membership_event(entry, listed.id, c, now) for c in upload.changes
                     )
@@ -590,9 +517,9 @@ class Processor:
                 target = quiet_target(event, scan, state)
                 if target is not None:
                     try:
-                        placed.append(_Placed(entry, target, dump_json(event)))
+                        placed.append(Placed(entry, target, dump_json(event)))
                     except Exception as exc:  # one bad event must not stop the others
-                        failures.append(self._failed(entry, exc))
+                        failures.append(failed(entry, exc))
                     continue
             try:
                 resolution = _settled(event, scan, state)
@@ -669,7 +596,7 @@ class Processor:
                 )
                 body = dump_json(event)
             except Exception as exc:  # one bad event must not stop the others: recorded
-                failures.append(self._failed(entry, exc))
+                failures.append(failed(entry, exc))
                 continue
             # Nothing below can fail: the working set changes only for events
             # that were processed completely.
@@ -692,88 +619,30 @@ class Processor:
                 # the stored profile and its timer as they are.
                 state.changed_profiles.add(profile.id)
             merges.extend(resolution.merges)
-            placed.append(_Placed(entry, profile.id, body))
+            placed.append(Placed(entry, profile.id, body))
             emitted.extend(membership_events)
             journeys.release(event.workspace_id, released)
             if decision is not None:
                 emitted.extend(journeys.apply(decision))
             if resolution.refused:
-                _log_refusals(event, resolution.refused)
+                log_refusals(event, resolution.refused)
 
-        batch = ProcessingBatch(consumer=self.consumer, offset=entries[-1].offset, merges=merges)
-        batch.scheduled = [
-            ScheduledEvent(
-                workspace_id=event.workspace_id,
-                key=OUTBOX_KEY_PREFIX + event.message_id,
-                due_at=now,
-                event=event,
-            )
-            for event in emitted
-        ]
-        batch.unscheduled = cancelled
-        journeys.fill(batch)
-        for ws, state in states.items():
-            known = {p: loaded[ws][p] for p in loaded[ws].keys() - refreshed}
-            self._schedule_timers(state, catalogs[ws], known, batch, now, computed[ws])
-        for item in placed:
-            event = item.entry.event
-            batch.events.append(
-                ProfileEvent(
-                    workspace_id=event.workspace_id,
-                    profile_id=states[event.workspace_id].live(item.profile_id),
-                    offset=item.entry.offset,
-                    message_id=event.message_id,
-                    type=event.type,
-                    name=event.event if event.event is not None else event.name,
-                    timestamp=event.timestamp,
-                    received_at=event.received_at,
-                    body=item.body,
-                )
-            )
-        for state in states.values():
-            ws = state.workspace_id
-            batch.identifiers.extend(
-                (ws, ident, state.owners[ident]) for ident in sorted(state.changed_identifiers)
-            )
-            batch.profiles.extend(state.profiles[p] for p in sorted(state.changed_profiles))
-        return _Step(after, len(entries), batch, failures, states, journeys)
-
-    def _schedule_timers(
-        self,
-        state: WorkspaceState,
-        catalog: SegmentCatalog,
-        known: dict[str, Profile],
-        batch: ProcessingBatch,
-        now: datetime,
-        computed: ComputedTraitCatalog | None = None,
-    ) -> None:
-        """``segment_effects.schedule_timers``: the timers of the profiles the step changed."""
-        schedule_timers(state, catalog, known, batch, now, computed)
-
-    async def _load_states(
-        self,
-        scanned: Sequence[tuple[LogEntry, EventClaims]],
-        previous: dict[str, WorkspaceState],
-        quiet: AbstractSet[str] = frozenset(),
-    ) -> dict[str, WorkspaceState]:
-        """Owners and profiles of everything the batch mentions, per workspace.
-
-        Membership events of ``quiet`` workspaces need their profile to exist,
-        not its document (``segment_effects.quiet``).
-        """
-        lookups: dict[str, dict[Identifier, None]] = {}
-        addressed: dict[str, set[str]] = {}
-        named: dict[str, set[str]] = {}
-        for entry, claims in scanned:
-            ws = entry.event.workspace_id
-            wanted = lookups.setdefault(ws, {})
-            wanted.update(dict.fromkeys(claims.identifiers))
-            if entry.event.type == "alias":
-                wanted.update(dict.fromkeys(alias_candidates(entry.event, self._rules)))
-            if claims.profile_id is not None:
-                quiet_event = ws in quiet and is_membership_event(entry.event, claims)
-                (named if quiet_event else addressed).setdefault(ws, set()).add(claims.profile_id)
-        return await load_states(self._storage, self._cache, lookups, addressed, previous, named)
+        batch = step_batch(
+            consumer=self.consumer,
+            offset=entries[-1].offset,
+            now=now,
+            states=states,
+            catalogs=catalogs,
+            computed=computed,
+            journeys=journeys,
+            loaded=loaded,
+            refreshed=refreshed,
+            placed=placed,
+            merges=merges,
+            emitted=emitted,
+            cancelled=cancelled,
+        )
+        return Step(after, len(entries), batch, failures, states, journeys)
 
     async def _quiet_workspaces(self, scanned: Sequence[tuple[LogEntry, EventClaims]]) -> set[str]:
         """The workspaces of the batch's membership events where nothing reads them."""
@@ -787,77 +656,3 @@ class Processor:
         journeys = await self._journeys.catalogs.for_workspaces(wanted)
         catalogs = await self._catalogs.for_workspaces(wanted, journeys)
         return {ws for ws in wanted if quiet_membership_events(catalogs[ws], journeys[ws])}
-
-    def _failed(self, entry: LogEntry, exc: Exception) -> Rejection:
-        log.error(
-            "processing.event_failed",
-            offset=entry.offset,
-            message_id=entry.event.message_id,
-            workspace_id=entry.event.workspace_id,
-            exc_info=exc,
-        )
-        return _failure(entry, f"{type(exc).__name__}: {exc}")
-
-
-def _backfill_event(
-    job: BackfillJob, profile_id: str, change: MembershipChange, now: datetime
-) -> Event:
-    """The membership event of a change a backfill made.
-
-    Its message id names the job (segment or computed trait, and version),
-    the segment that changed (the job's or one reading it) and the profile:
-    a page walked again emits nothing twice. ``backfill`` tells it from a
-    live change.
-    """
-    direction = "entered" if change.entered else "exited"
-    subject = job.segment_id if job.kind == SEGMENT else f"{job.kind}:{job.segment_id}"
-    return Event(
-        workspace_id=job.workspace_id,
-        message_id=(
-            f"segment-{direction}:backfill:{subject}:{job.version}:{change.segment_id}:{profile_id}"
-        ),
-        type="track",
-        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
-        timestamp=now,
-        received_at=now,
-        source=SEGMENT_EVENT_SOURCE,
-        properties={"segment_id": change.segment_id, "version": change.version, "backfill": True},
-        profile_id=profile_id,
-    )
-
-
-def _failure(entry: LogEntry, reason: str) -> Rejection:
-    event = entry.event
-    return Rejection(
-        workspace_id=event.workspace_id,
-        received_at=event.received_at,
-        code=FAILURE_CODE,
-        message=f"event at log offset {entry.offset} could not be processed: {reason}"[:2000],
-        message_id=event.message_id,
-        source=event.source,
-        payload=_payload(event),
-    )
-
-
-def _payload(event: Event) -> str:
-    try:
-        raw = dump_json(event)[:MAX_FAILURE_PAYLOAD].decode(errors="replace")
-    except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
-        # The event may be what broke processing; keep a readable trace of it.
-        raw = repr(event)[:MAX_FAILURE_PAYLOAD]
-    return raw
-
-
-def _log_refusals(event: Event, refusals: Sequence[Refusal]) -> None:
-    for refusal in refusals:
-        # Junk ids are routine noise from broken SDK setups; conflicts and
-        # caps are worth seeing (shared devices, shared mailboxes).
-        emit = log.debug if refusal.reason in ("junk", "invalid") else log.info
-        emit(
-            "identity.refused",
-            workspace_id=event.workspace_id,
-            message_id=event.message_id,
-            identifier=str(refusal.identifier),
-            reason=refusal.reason,
-            owner=refusal.owner,
-        )
