@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import errors
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
@@ -270,3 +270,26 @@ def test_random_boundaries_differ() -> None:
 def test_date_matches_the_stdlib(when: datetime, zone: timezone | None) -> None:
     when = when.replace(tzinfo=zone)
     assert mime.date_value(when) == format_datetime(when)
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(9998, 12, 31)),
+    st.integers(-2_000_000, 2_000_000),
+    st.sampled_from(
+        [
+            None,
+            UTC,
+            timezone(timedelta(hours=2)),
+            timezone(-timedelta(hours=5, minutes=30)),
+        ]
+    ),
+    st.sampled_from([None, UTC, timezone(timedelta(hours=2))]),
+)
+def test_the_date_of_the_last_second_is_reused_only_for_that_second(
+    when: datetime, micros: int, zone: timezone | None, other_zone: timezone | None
+) -> None:
+    # Mails of one second share their Date; the next instant, or another offset, gets its own.
+    first = when.replace(tzinfo=zone)
+    for then in (first, first + timedelta(microseconds=micros), when.replace(tzinfo=other_zone)):
+        assert mime.date_value(then) == format_datetime(then)
+        assert mime.date_value(then) == format_datetime(then)

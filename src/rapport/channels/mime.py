@@ -31,7 +31,7 @@ import binascii
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 MAX_LINE = 78
 """RFC 5322 2.1.1: lines SHOULD be at most 78 characters (CRLF excluded)..."""
@@ -196,9 +196,28 @@ def address_field(name: str, mailboxes: Iterable[tuple[str, str]]) -> str:
     return _fold(prefix, tokens)
 
 
+_last_date: tuple[tuple[float, timedelta | None], str] = ((float("nan"), None), "")
+"""The last ``date_value``: a Date has whole seconds, and a thousand mails a second share it."""
+
+
 def date_value(when: datetime) -> str:
     """RFC 5322 date-time, as ``email.utils.format_datetime`` writes it (~5x faster)."""
+    global _last_date
     offset = when.utcoffset()
+    # The instant's whole second and the offset name the text (a naive time: its fields).
+    key = (when.timestamp() // 1 if offset is not None else _naive_seconds(when), offset)
+    if key == _last_date[0]:
+        return _last_date[1]
+    text = _date_text(when, offset)
+    _last_date = (key, text)
+    return text
+
+
+def _naive_seconds(when: datetime) -> float:
+    return float(when.toordinal() * 86400 + when.hour * 3600 + when.minute * 60 + when.second)
+
+
+def _date_text(when: datetime, offset: timedelta | None) -> str:
     if offset is None:
         zone = "-0000"  # RFC 5322 3.3: local time with no known offset
     else:

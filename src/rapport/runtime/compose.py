@@ -22,6 +22,10 @@ message again (a retry after a crash) gives the same message:
    an SMS carries instead of a ``List-Unsubscribe`` header);
 6. the render of the template's parts.
 
+The sender hands each claim's messages to ``Composer.prefetch`` first: 1-3
+are then read for the whole claim in a few storage calls (one per kind and
+workspace, one per template) rather than three per message.
+
 Anything that cannot come right by retrying (no template for the channel, a
 render failure, an exhausted or unknown pool) raises
 ``PermanentDeliveryError`` with a detail that says what to fix; the message
@@ -31,6 +35,7 @@ stays hers: the replayed message shows the same code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -45,7 +50,7 @@ from rapport.core.code_pools import (
     template_code_pools,
 )
 from rapport.core.journeys.effects import SendEffect
-from rapport.core.model import Event, Profile
+from rapport.core.model import Event, Profile, ProfileEvent
 from rapport.core.templates import (
     CompiledTemplate,
     RenderContext,
@@ -66,6 +71,9 @@ click redirect and status callback are the channels' business."""
 _BUILTIN_AT = datetime(2026, 1, 1, tzinfo=UTC)
 POOLS_CACHED = 1024
 """Compiled templates whose pool analysis the composer keeps (all dropped when full)."""
+PREFETCHED_KEPT = 4096
+"""Prefetched messages kept for their compose (all dropped when full: a sender that
+was stopped between a prefetch and its composes leaves entries no one takes)."""
 
 _decode_event = msgspec.json.Decoder(Event).decode
 _encode_json = msgspec.json.Encoder().encode
@@ -91,6 +99,57 @@ class Composer:
         self._clock = clock
         self._templates = templates or TemplateCache()
         self._pools: dict[int, tuple[CompiledTemplate, list[str] | UnresolvablePoolReference]] = {}
+        self._prefetched: dict[tuple[str, str], _Prefetched] = {}
+
+    async def prefetch(self, messages: Sequence[OutboxMessage]) -> None:
+        """Read what composing ``messages`` needs, a few storage calls for them all.
+
+        The sender calls it with the messages of one claim it is about to
+        compose: per workspace, one read of their profiles, one of their
+        trigger events and one of each template they name, instead of three
+        reads per message (each a trip to SQLite's reader thread). Each
+        message's compose then takes its facts from here (once: the entry is
+        removed). They are the stored facts read at the start of composing the
+        claim, so a retry composes the same message and a template version
+        saved before the claim is the one used. Anything not found here (a
+        merged profile, a missing template) is read by the compose itself,
+        which says what is wrong.
+        """
+        by_workspace: dict[str, list[tuple[OutboxMessage, SendEffect, str]]] = {}
+        for message in messages:
+            effect, verdict = message.effect, message.verdict
+            if isinstance(effect, SendEffect) and verdict is not None and verdict.channel:
+                group = by_workspace.setdefault(message.workspace_id, [])
+                group.append((message, effect, verdict.channel))
+        if len(self._prefetched) + len(messages) > PREFETCHED_KEPT:
+            self._prefetched.clear()
+        for workspace_id, group in by_workspace.items():
+            ids = list(dict.fromkeys(message.profile_id for message, _, _ in group))
+            profiles = await self._storage.load_profiles(workspace_id, ids)
+            wanted = [
+                (message.profile_id, effect.trigger_message_id)
+                for message, effect, _ in group
+                if effect.trigger_message_id is not None and message.profile_id in profiles
+            ]
+            events = await self._storage.find_profile_events(workspace_id, wanted) if wanted else {}
+            templates: dict[tuple[str, str], TemplateDefinition | None] = {}
+            for message, effect, channel in group:
+                profile = profiles.get(message.profile_id)
+                if profile is None or profile.id != message.profile_id:
+                    continue  # merged since, or gone: the compose follows or reports it
+                named = (effect.template, channel)
+                if named not in templates:
+                    try:
+                        templates[named] = await self._template(workspace_id, *named)
+                    except PermanentDeliveryError:
+                        templates[named] = None  # the compose raises it, for this message
+                definition = templates[named]
+                if definition is None:
+                    continue
+                trigger = effect.trigger_message_id
+                event = None if trigger is None else events.get((profile.id, trigger))
+                key = (workspace_id, message.idempotency_key)
+                self._prefetched[key] = _Prefetched(message, profile, event, definition)
 
     async def __call__(self, message: OutboxMessage) -> OutgoingMessage:
         effect = message.effect
@@ -105,11 +164,20 @@ class Composer:
             )
         channel = verdict.channel
         workspace_id = message.workspace_id
-        profile = await self._profile(workspace_id, message.profile_id)
-        definition = await self._template(workspace_id, effect.template, channel)
-        compiled = self._compiled(definition)
-        codes = await self._claim_codes(compiled, profile.id, message)
-        event = await self._trigger(workspace_id, profile.id, effect.trigger_message_id)
+        prefetched = self._prefetched.pop((workspace_id, message.idempotency_key), None)
+        if prefetched is not None and prefetched.message is message:
+            profile = prefetched.profile
+            definition = prefetched.template
+            stored = prefetched.event
+            event = None if stored is None else _decode_event(stored.body)
+            compiled = self._compiled(definition)
+            codes = await self._claim_codes(compiled, profile.id, message)
+        else:
+            profile = await self._profile(workspace_id, message.profile_id)
+            definition = await self._template(workspace_id, effect.template, channel)
+            compiled = self._compiled(definition)
+            codes = await self._claim_codes(compiled, profile.id, message)
+            event = await self._trigger(workspace_id, profile.id, effect.trigger_message_id)
         links = message_links(
             self._signer,
             self._public_url,
@@ -264,6 +332,24 @@ class Composer:
             return None
         stored = await self._storage.find_profile_event(workspace_id, profile_id, message_id)
         return None if stored is None else _decode_event(stored.body)
+
+
+class _Prefetched:
+    """What ``Composer.prefetch`` read for one message (``message``: that very claim)."""
+
+    __slots__ = ("event", "message", "profile", "template")
+
+    def __init__(
+        self,
+        message: OutboxMessage,
+        profile: Profile,
+        event: ProfileEvent | None,
+        template: TemplateDefinition,
+    ) -> None:
+        self.message = message
+        self.profile = profile
+        self.event = event
+        self.template = template
 
 
 _BUILTIN_PARTS: dict[tuple[str, str], dict[str, str]] = {

@@ -11,8 +11,10 @@ two workers off the same row), then for each one:
    quiet hours are not over, the provider's circuit is open, its queue is
    full or its rate limit is spent, so a slow or failing provider never
    holds up the messages of the others;
-3. composes it (``Composer``: template, links, codes) and sends it, at most
-   ``concurrency`` at once per provider, within ``send_timeout``;
+3. composes it (``Composer``: template, links, codes; the messages of one
+   claim taken in hand are first handed together to the composer's
+   ``prefetch``, which reads their facts in a few storage calls) and sends
+   it, at most ``concurrency`` at once per provider, within ``send_timeout``;
 4. records the answer at once (``Storage.record_attempt``): sent with the
    provider's id; a transient failure retried after an exponential backoff
    with jitter (never before the provider's ``Retry-After``), until
@@ -35,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random as random_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,6 +73,8 @@ MESSAGE_SENT = "Message Sent"
 MESSAGE_FAILED = "Message Failed"
 RECORD_RETRIES = 3
 """Times a failed ``record_attempt`` is retried before the lease is left to run out."""
+Prefetch = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
+"""A composer's optional ``prefetch``: reads for a claim's messages, all at once."""
 
 
 class Sender:
@@ -91,6 +95,7 @@ class Sender:
         self._storage = storage
         self._channels = channels
         self._compose = composer
+        self._prefetch: Prefetch | None = getattr(composer, "prefetch", None)
         self._clock = clock
         self.config = config or SenderConfig()
         self._random = random
@@ -134,8 +139,17 @@ class Sender:
         try:
             now = self._clock.now()
             claimed = await self._storage.claim_due(now, room, timedelta(seconds=self.config.lease))
-            for message in claimed:
-                await self._dispatch(message, now)
+            ready: list[tuple[OutboxMessage, Channel, str]] = []
+            try:
+                for message in claimed:
+                    taken = await self._dispatch(message, now)
+                    if taken is not None:
+                        ready.append(taken)
+                await self._prefetched([message for message, _, _ in ready])
+            finally:
+                # Taken in hand, they go out even when a later one could not be dispatched.
+                for message, channel, provider in ready:
+                    self._start(message, channel, provider)
         finally:
             self._claiming -= 1
         return len(claimed)
@@ -229,44 +243,60 @@ class Sender:
             return longest
         return min(longest, max(0.0, (due - self._clock.now()).total_seconds()))
 
+    async def _prefetched(self, messages: list[OutboxMessage]) -> None:
+        """Let the composer read for the messages about to be composed, in a few calls."""
+        if self._prefetch is None or not messages:
+            return
+        try:
+            await self._prefetch(messages)
+        except Exception as exc:  # storage trouble: each compose reads (and reports) itself
+            log.warning("sender.prefetch_failed", exc_info=exc)
+
     # -- one message -----------------------------------------------------------
-    async def _dispatch(self, message: OutboxMessage, now: datetime) -> None:
+    async def _dispatch(
+        self, message: OutboxMessage, now: datetime
+    ) -> tuple[OutboxMessage, Channel, str] | None:
+        """Hold or record ``message`` when it cannot go now, else take it in hand.
+
+        Taken in hand (counted in its provider's queue), it is returned for
+        ``_start`` once the claim's messages are prefetched.
+        """
         key = (message.workspace_id, message.idempotency_key)
         if key in self._in_hand:
             # Claimed again while its send is still in flight here: its lease ran
             # out under us (a clock that jumped). The send in flight records it.
-            return
+            return None
         verdict = message.verdict
         if verdict is not None and verdict.not_before is not None and verdict.not_before > now:
             await self._hold(message, verdict.not_before)
-            return
+            return None
         try:
             channel = self._channels.get(_channel_name(message))
         except UnknownChannelError as error:
             await self._record(message, "dead", error=str(error))
-            return
+            return None
         provider = _provider(channel, message)
         if self._queued.get(provider, 0) >= self.config.queue:
             await self._hold(message, now + timedelta(seconds=self.config.saturated_delay))
-            return
+            return None
         blocked = self.breaker(provider).open_until(now)
         if blocked is not None:
             await self._hold(message, blocked + timedelta(seconds=self._random()))
-            return
+            return None
         wait = self._bucket(provider, now).take(now)
         if wait > 0:
             await self._hold(message, now + timedelta(seconds=wait))
-            return
+            return None
         self._queued[provider] = self._queued.get(provider, 0) + 1
         self._in_hand.add(key)
+        return message, channel, provider
+
+    def _start(self, message: OutboxMessage, channel: Channel, provider: str) -> None:
+        key = (message.workspace_id, message.idempotency_key)
         task = asyncio.create_task(self._deliver(message, channel, provider))
         self._tasks.add(task)
         task.add_done_callback(lambda _: self._in_hand.discard(key))
         task.add_done_callback(self._sent)
-
-    def _worth_claiming(self) -> int:
-        """Room below which a busy sender waits for more rather than claim a few."""
-        return max(1, self.config.batch_size // 8)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -274,6 +304,10 @@ class Sender:
         if self._room_wait and self.room() >= self._worth_claiming():
             self._room_wait = False
             self._wake.set()
+
+    def _worth_claiming(self) -> int:
+        """Room below which a busy sender waits for more rather than claim a few."""
+        return max(1, self.config.batch_size // 8)
 
     async def _deliver(self, message: OutboxMessage, channel: Channel, provider: str) -> None:
         try:

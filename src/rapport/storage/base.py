@@ -258,6 +258,22 @@ class Storage(abc.ABC):
                 return None
             before = page.next_before
 
+    async def find_profile_events(
+        self, workspace_id: str, wanted: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ProfileEvent]:
+        """``find_profile_event`` for each ``(profile id, message id)``: the ones found.
+
+        The sender composes the messages of one claim together. SQLite answers
+        in one trip to its reader thread, PostgreSQL in one query; this default
+        (the memory backend) asks for each pair in turn.
+        """
+        found: dict[tuple[str, str], ProfileEvent] = {}
+        for profile_id, message_id in dict.fromkeys(wanted):
+            event = await self.find_profile_event(workspace_id, profile_id, message_id)
+            if event is not None:
+                found[(profile_id, message_id)] = event
+        return found
+
     @abc.abstractmethod
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         """Merges whose winner is ``profile_id``, oldest first."""

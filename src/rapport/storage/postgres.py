@@ -257,6 +257,14 @@ class PostgresStorage(Storage):
             self._pool, workspace_id, profile_id, message_id
         )
 
+    async def find_profile_events(
+        self, workspace_id: str, wanted: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ProfileEvent]:
+        if not wanted:
+            return {}
+        pairs = list(dict.fromkeys(wanted))
+        return await postgres_profiles.find_profile_events(self._pool, workspace_id, pairs)
+
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         return await postgres_profiles.list_merges(self._pool, workspace_id, profile_id)
 

@@ -55,6 +55,16 @@ FROM profile_events
 WHERE workspace_id = $1 AND profile_id = $2 AND message_id = $3
 ORDER BY log_offset DESC LIMIT 1
 """
+_FIND_PROFILE_EVENTS_SQL = """
+SELECT e.* FROM unnest($2::text[], $3::text[]) AS w(profile_id, message_id)
+CROSS JOIN LATERAL (
+    SELECT workspace_id, profile_id, log_offset AS "offset", message_id, type, name,
+           occurred_at AS timestamp, received_at, body
+    FROM profile_events
+    WHERE workspace_id = $1 AND profile_id = w.profile_id AND message_id = w.message_id
+    ORDER BY log_offset DESC LIMIT 1
+) AS e
+"""
 MERGE_COLUMNS = "workspace_id, winner, loser, merged_at, reason, message_id"
 _LIST_MERGES_SQL = f"""
 SELECT {MERGE_COLUMNS} FROM profile_merges
@@ -119,6 +129,19 @@ async def find_profile_event(
 ) -> ProfileEvent | None:
     row = await pool.fetchrow(_FIND_PROFILE_EVENT_SQL, workspace_id, profile_id, message_id)
     return None if row is None else ProfileEvent(**row)
+
+
+async def find_profile_events(
+    pool: asyncpg.Pool, workspace_id: str, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ProfileEvent]:
+    rows = await pool.fetch(
+        _FIND_PROFILE_EVENTS_SQL,
+        workspace_id,
+        [profile_id for profile_id, _ in pairs],
+        [message_id for _, message_id in pairs],
+    )
+    events = (ProfileEvent(**row) for row in rows)
+    return {(event.profile_id, event.message_id): event for event in events}
 
 
 async def list_merges(pool: asyncpg.Pool, workspace_id: str, profile_id: str) -> list[MergeRecord]:

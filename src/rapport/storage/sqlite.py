@@ -219,6 +219,16 @@ class SqliteStorage(Storage):
             )
         )
 
+    async def find_profile_events(
+        self, workspace_id: str, wanted: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], ProfileEvent]:
+        if not wanted:
+            return {}
+        pairs = list(dict.fromkeys(wanted))
+        return await self._db.read(
+            lambda conn: sqlite_profiles.find_profile_events(conn, workspace_id, pairs)
+        )
+
     async def list_merges(self, workspace_id: str, profile_id: str) -> list[MergeRecord]:
         return await self._db.read(
             lambda conn: sqlite_profiles.list_merges(conn, workspace_id, profile_id)

@@ -115,6 +115,18 @@ def find_profile_event(
     return None if row is None else _profile_event(row)
 
 
+def find_profile_events(
+    conn: sqlite3.Connection, workspace_id: str, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ProfileEvent]:
+    # One lookup per pair on the timeline index, all in one trip to the reader thread.
+    found: dict[tuple[str, str], ProfileEvent] = {}
+    for pair in pairs:
+        event = find_profile_event(conn, workspace_id, *pair)
+        if event is not None:
+            found[pair] = event
+    return found
+
+
 def list_merges(conn: sqlite3.Connection, workspace_id: str, profile_id: str) -> list[MergeRecord]:
     rows = conn.execute(
         "SELECT workspace_id, winner, loser, merged_at, reason, message_id"
