@@ -28,6 +28,11 @@ async def scenario(h: Harness) -> None:
     await define(h, "s2-member", {"in_segment": "s2"})
     # Membership events are events like others: a segment can count them.
     await define(h, "joiner", {"event": "Segment Entered", "window": "1d", "op": "gte", "value": 2})
+    await play(h)
+
+
+async def play(h: Harness) -> None:
+    """A "gold" segment, then the customers' story: views, identifies, a merge, a timer."""
     await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
     start = h.clock.now()
     steps: list[list[Event]] = [
@@ -35,7 +40,8 @@ async def scenario(h: Harness) -> None:
         [view(3, "jacket", start + timedelta(minutes=5), "u1")],
         [make_event(4, "identify", user_id="u2", traits={"plan": "gold"})],
         [make_event(5, "identify", anonymous_id="a3", traits={"plan": "gold"})],
-        # a3 turns out to be u2: the merge makes a3's profile leave "gold".
+        # a3 turns out to be u2: the merge makes a3's profile leave "gold" (an
+        # exit addressed to a profile that no longer exists: it lands on u2's).
         [make_event(6, "identify", anonymous_id="a3", user_id="u2")],
         [view(7, "shoes", start + timedelta(minutes=9), "u2")],
     ]

@@ -10,7 +10,7 @@ them forced down the full path, and everything they store is compared.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -26,11 +26,9 @@ from tests.unit.test_processor import (
     CountingStorage,
     Harness,
     define,
-    drain,
-    make_event,
     view,
 )
-from tests.unit.test_processor_membership_events import stored
+from tests.unit.test_processor_membership_events import play, stored
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -50,25 +48,7 @@ class LoadRecordingStorage(CountingStorage):
 async def scenario(h: Harness) -> None:
     await define(h, "s2", S2)
     await define(h, "s2-member", {"in_segment": "s2"})
-    await define(h, "gold", {"trait": "plan", "op": "equals", "value": "gold"})
-    start = h.clock.now()
-    steps: list[list[Event]] = [
-        [view(1, "jacket", start, "u1"), view(2, "jacket", start, "u1")],
-        [view(3, "jacket", start + timedelta(minutes=5), "u1")],
-        [make_event(4, "identify", user_id="u2", traits={"plan": "gold"})],
-        [make_event(5, "identify", anonymous_id="a3", traits={"plan": "gold"})],
-        # a3 turns out to be u2: a3's profile leaves "gold" (an exit addressed
-        # to a profile that no longer exists: it lands on u2's timeline).
-        [make_event(6, "identify", anonymous_id="a3", user_id="u2")],
-        [view(7, "shoes", start + timedelta(minutes=9), "u2")],
-    ]
-    for events in steps:
-        await h.log.append(events)
-        await drain(h)
-        h.clock.advance(timedelta(minutes=20))
-    h.clock.advance(timedelta(hours=1))
-    await h.relay.run_due()
-    await drain(h)
+    await play(h)
 
 
 async def test_quiet_membership_events_store_what_the_full_path_stored(
