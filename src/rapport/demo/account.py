@@ -86,7 +86,7 @@ class Account:
         for user, name in list(self.people.items()):
             try:
                 await self._profile(user, name)
-                await self._user_messages(user)
+                await self._user_messages(user, name)
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                 self.error(f"reading {name}", exc)
         for journey in self.journeys:
@@ -118,11 +118,14 @@ class Account:
         for segment in sorted(before - now):
             self.say(f"{_clock(None)}  SEG    {name:<16} left segment {segment}")
 
-    async def _user_messages(self, user: str) -> None:
+    async def _user_messages(self, user: str, name: str) -> None:
         body = await self._get(f"/api/profiles/user_id:{user}/messages", limit="100")
         if body is None:
             return
         for message in reversed(body["messages"]):  # newest first: print oldest first
+            # The messages were asked for by her user id, so they are hers even when a
+            # merge between this poll's two reads gave them a profile id not seen yet.
+            self._profiles.setdefault(str(message["profile_id"]), name)
             await self._message(message)
 
     async def _message(self, message: dict[str, Any]) -> None:
