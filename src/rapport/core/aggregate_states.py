@@ -23,10 +23,11 @@ import msgspec
 
 from rapport.core.computed_traits.definitions import is_computed_state_id
 from rapport.core.conditions import AggregateReading, AggregateState, Aggregator
+from rapport.core.conditions.aggregates import EMPTY_READING
 from rapport.core.model import Event, Profile
 
 _encode_state = msgspec.json.Encoder().encode
-_decode_state = msgspec.json.Decoder(AggregateState).decode
+"""Writes what ``Aggregator.decode`` reads, whatever the aggregate's kind."""
 
 
 class AggregateStates:
@@ -46,11 +47,11 @@ class AggregateStates:
         """Several segments often read one aggregate: it is reduced once."""
         self._changed: set[str] = set()
 
-    def _state(self, aggregate_id: str) -> AggregateState:
+    def _state(self, aggregate_id: str, aggregator: Aggregator) -> AggregateState:
         state = self._states.get(aggregate_id)
         if state is None:
             text = self._stored.get(aggregate_id)
-            state = AggregateState() if text is None else _decode_state(text)
+            state = aggregator.empty() if text is None else aggregator.decode(text)
             self._states[aggregate_id] = state
         return state
 
@@ -77,7 +78,7 @@ class AggregateStates:
         Most events match few of the aggregates of their name (views of
         shoes, of bags...), so most states are not even decoded.
         """
-        before = self._state(aggregate_id)
+        before = self._state(aggregate_id, aggregator)
         after = aggregator.add_event_micros(before, event, at, self._now)
         if after is not before:
             self._states[aggregate_id] = after
@@ -88,9 +89,19 @@ class AggregateStates:
         """The aggregate's reading at this instant (``EvaluationContext.aggregate``)."""
         reading = self._readings.get(aggregate_id)
         if reading is None:
-            aggregator = self._aggregators[aggregate_id]
-            reading = aggregator.read_micros(self._state(aggregate_id), self._now)
-            self._readings[aggregate_id] = reading
+            state = self._states.get(aggregate_id)
+            if state is None:
+                text = self._stored.get(aggregate_id)
+                if text is None:
+                    # Many aggregates have no state on a profile (never a matching
+                    # event): nothing to decode nor reduce.
+                    reading = self._readings[aggregate_id] = EMPTY_READING
+                    return reading
+                aggregator = self._aggregators[aggregate_id]
+                state = self._states[aggregate_id] = aggregator.decode(text)
+            else:
+                aggregator = self._aggregators[aggregate_id]
+            reading = self._readings[aggregate_id] = aggregator.read_micros(state, self._now)
         return reading
 
     def encoded(self) -> dict[str, msgspec.Raw]:
@@ -100,16 +111,20 @@ class AggregateStates:
         """
         stored = self._stored
         live = self._aggregators
-        if not self._changed and stored.keys() <= live.keys():
-            return stored
-        # Computed traits keep their states here too, under their own ids.
-        unread = [i for i in stored if i not in live and not is_computed_state_id(i)]
-        if not self._changed and not unread:
-            return stored
+        changed = self._changed
+        if stored.keys() <= live.keys():
+            if not changed:
+                return stored
+            unread: list[str] = []
+        else:
+            # Computed traits keep their states here too, under their own ids.
+            unread = [i for i in stored if i not in live and not is_computed_state_id(i)]
+            if not changed and not unread:
+                return stored
         out = dict(stored)
         for aggregate_id in unread:
             del out[aggregate_id]
-        for aggregate_id in self._changed:
+        for aggregate_id in changed:
             state = self._states[aggregate_id]
             if state.keys:
                 out[aggregate_id] = msgspec.Raw(_encode_state(state))
@@ -139,12 +154,12 @@ def merge_aggregate_states(
         if aggregator is None or is_computed_state_id(aggregate_id):
             continue
         mine = states.get(aggregate_id)
-        incoming = _decode_state(raw)
+        incoming = aggregator.decode(raw)
         merged = aggregator.merge_micros(
-            aggregator.empty() if mine is None else _decode_state(mine), incoming, now
+            aggregator.empty() if mine is None else aggregator.decode(mine), incoming, now
         )
         if merged.keys:
-            states[aggregate_id] = msgspec.Raw(_encode_state(merged))
+            states[aggregate_id] = msgspec.Raw(aggregator.encode(merged))
         else:
             states.pop(aggregate_id, None)
     return msgspec.structs.replace(winner, aggregates=states)

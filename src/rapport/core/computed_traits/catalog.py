@@ -98,9 +98,6 @@ class Computation(abc.ABC):
 class AggregateComputation(Computation):
     """An aggregate of the condition language; keyed aggregates give ``{key: value}``."""
 
-    _decode = msgspec.json.Decoder(AggregateState).decode
-    _encode = msgspec.json.Encoder().encode
-
     def __init__(self, aggregator: Aggregator, traits: tuple[str, ...]) -> None:
         self.aggregator = aggregator
         spec = aggregator.spec
@@ -112,13 +109,14 @@ class AggregateComputation(Computation):
         self._empty = empty_value(spec.aggregate)
 
     def decode(self, raw: bytes) -> AggregateState:
-        return self._decode(raw)
+        # The aggregator knows its slots' shape (and reads states stored before).
+        return self.aggregator.decode(raw)
 
     def encode(self, state: AggregateState) -> bytes:
-        return self._encode(state)
+        return self.aggregator.encode(state)
 
     def empty(self) -> AggregateState:
-        return AggregateState()
+        return self.aggregator.empty()
 
     def is_empty(self, state: AggregateState) -> bool:
         return not state.keys

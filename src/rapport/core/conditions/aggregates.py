@@ -10,8 +10,10 @@ Exactness and bounds
 --------------------
 Each key keeps one *slot* per ``resolution`` (by default a 3600th of the
 window: one second for a one-hour window, 24 seconds for a day) that saw
-events, holding the count, exact partial sums, the extreme value and the
-first and last values of its events, and the time of its newest event. A
+events, holding the time of its newest event and what the aggregate's kind
+needs of its events (a count, exact partial sums, the extreme value, the
+first or the last value: ``slots.KINDS``). Which stretch of time a slot
+covers is not stored: it is that newest time divided by the resolution. A
 slot ages out, all at once, when that newest event is ``window`` old. So an
 event is counted until the newest event sharing its slot ages out: events of
 one key that are at least ``resolution`` apart (in different slots) are
@@ -23,6 +25,16 @@ aggregates (no window).
 last seen (exact), at most ``MAX_DISTINCT_VALUES`` of them: past that the
 value seen longest ago is forgotten, so the count saturates at that cap.
 At most ``MAX_KEYS`` keys are kept: the ones with the most recent events.
+
+Storage
+-------
+A state is stored as JSON, ``[next_expiry, {key: series}]`` (``AggregateState``),
+written by any msgspec encoder (``Aggregator.encode``) and read by
+``Aggregator.decode``, which decodes straight into the kind's slots (a
+``count`` slot is ``[at, count]``). States stored before slots had a shape
+per kind (``{"keys": ..., "next_expiry": ...}``, one 11-field slot shape for
+every kind) are still read, and stored anew in today's form once an event
+changes them.
 
 Rules that make the incremental value equal a full recomputation
 ----------------------------------------------------------------
@@ -53,7 +65,19 @@ import msgspec
 from rapport.core.conditions.comparisons import Predicate, compile_comparison
 from rapport.core.conditions.fields import event_field, key_text
 from rapport.core.conditions.instants import from_micros, to_micros
-from rapport.core.conditions.slots import ACCEPTORS, SKIP, Slot, combine, merge, new_slot, reduce
+from rapport.core.conditions.slots import (
+    ACCEPTORS,
+    KINDS,
+    SKIP,
+    CountSlot,
+    ExtremeSlot,
+    FirstSlot,
+    LastSlot,
+    LegacySlot,
+    Slot,
+    SlotKind,
+    SumSlot,
+)
 from rapport.core.model import Event
 
 AggregateKind = Literal["count", "sum", "min", "max", "first", "last", "distinct_count"]
@@ -93,17 +117,19 @@ class AggregateSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         return "agg_" + hashlib.sha256(canonical).hexdigest()[:20]
 
 
-class KeySeries(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
-    slots: tuple[Slot, ...] = ()
-    """Ordered by time (``index``); unused by ``distinct_count``. A tuple, like
-    ``Slot.floats``: one shared object when empty, and never followed by the
-    garbage collector once it saw that it holds only slots."""
-    seen: dict[str, int] = {}
-    """``distinct_count`` only: value -> time it was last seen."""
+Series = Any
+"""One key's events: a tuple of slots (``slots.Slot``) ordered by time, oldest
+first; for ``distinct_count``, a dict of each value to the time it was last seen."""
 
 
-class AggregateState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+class AggregateState(msgspec.Struct, array_like=True, gc=False):
     """One profile's state for one aggregate. Treated as immutable.
+
+    Stored as the JSON array ``[next_expiry, {key: series}]``, a series being
+    an array of slots of the aggregate's kind (``slots.KINDS``) or, for
+    ``distinct_count``, an object of values to times: written with any
+    msgspec encoder, read with ``Aggregator.decode``, which knows the kind
+    (and also reads the earlier form, ``_LegacyState``).
 
     States, their series and slots are many small objects made and dropped
     for every event; they hold only values from events, never a reference
@@ -111,9 +137,65 @@ class AggregateState(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False)
     the model's structs do.
     """
 
-    keys: dict[str, KeySeries] = {}
     next_expiry: int | None = None
     """When the oldest slot ages out (microseconds), exactly; ``None`` if nothing can."""
+    keys: dict[str, Series] = {}
+
+
+class _LegacySeries(msgspec.Struct, array_like=True, gc=False):
+    slots: tuple[LegacySlot, ...] = ()
+    seen: dict[str, int] = {}
+
+
+class _LegacyState(msgspec.Struct, kw_only=True, gc=False):
+    """How states were stored before per-kind slots: ``{"keys": {key: [slots, seen]},
+    "next_expiry": ...}`` with 11-field slots. Read, and written anew once changed."""
+
+    keys: dict[str, _LegacySeries] = {}
+    next_expiry: int | None = None
+
+
+class _CountState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, tuple[CountSlot, ...]] = {}
+
+
+class _SumState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, tuple[SumSlot, ...]] = {}
+
+
+class _ExtremeState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, tuple[ExtremeSlot, ...]] = {}
+
+
+class _FirstState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, tuple[FirstSlot, ...]] = {}
+
+
+class _LastState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, tuple[LastSlot, ...]] = {}
+
+
+class _DistinctState(AggregateState, array_like=True, gc=False):
+    keys: dict[str, dict[str, int]] = {}
+
+
+_STATES: dict[str, type[AggregateState]] = {
+    "count": _CountState,
+    "sum": _SumState,
+    "min": _ExtremeState,
+    "max": _ExtremeState,
+    "first": _FirstState,
+    "last": _LastState,
+    "distinct_count": _DistinctState,
+}
+"""Each kind's states: the same fields, typed for decoding (``Aggregator.decode``).
+
+An aggregator makes all its states of its kind's class (states of different
+classes never compare equal): decoding straight into it saves building a
+state from what was decoded."""
+_DECODERS = {kind: msgspec.json.Decoder(state).decode for kind, state in _STATES.items()}
+_decode_legacy = msgspec.json.Decoder(_LegacyState).decode
+_encode = msgspec.json.Encoder().encode
 
 
 class AggregateReading(msgspec.Struct, frozen=True, gc=False):
@@ -144,7 +226,25 @@ def empty_value(kind: str) -> Any:
 class Aggregator:
     """The pure state machine of one ``AggregateSpec``: observe, add, expire, read."""
 
-    __slots__ = ("_accept", "_key", "_matches", "_of", "grain", "keyed", "kind", "spec", "window")
+    __slots__ = (
+        "_accept",
+        "_decode",
+        "_earliest",
+        "_empty",
+        "_index",
+        "_key",
+        "_matches",
+        "_newest",
+        "_of",
+        "_slots",
+        "_state",
+        "distinct",
+        "grain",
+        "keyed",
+        "kind",
+        "spec",
+        "window",
+    )
 
     spec: AggregateSpec
     kind: AggregateKind
@@ -152,27 +252,73 @@ class Aggregator:
     grain: int | None
     """Slot width in microseconds; ``None`` for all-time aggregates (one slot)."""
     keyed: bool
+    distinct: bool
+    """Whether this is a ``distinct_count`` (series of values seen, not slots)."""
     _accept: Callable[[Any], Any]
     _matches: tuple[Callable[[Event], bool], ...]
     _of: Callable[[Event], Any] | None
     _key: Callable[[Event], Any] | None
+    _slots: SlotKind | None
+    _state: type[AggregateState]
+    _decode: Callable[[Any], AggregateState]
+    _empty: AggregateState
+    _earliest: Callable[[Series], int]
+    _newest: Callable[[Series], int]
+    _index: Callable[[Slot], int]
+    """The stretch of time a slot covers: ``at // grain`` (``0`` for all time)."""
 
     def __init__(self, spec: AggregateSpec) -> None:
         self.spec = spec
         self.kind = spec.aggregate
         self.window = spec.window_us
         self.keyed = spec.key is not None
-        if spec.window_us is None:
-            self.grain = None
-        else:
-            self.grain = spec.resolution_us or max(1, spec.window_us // SLOTS_PER_WINDOW)
+        self.distinct = spec.aggregate == "distinct_count"
+        grain: int | None = None
+        if spec.window_us is not None:
+            grain = spec.resolution_us or max(1, spec.window_us // SLOTS_PER_WINDOW)
+        self.grain = grain
+        self._index = _all_time if grain is None else _by_grain(grain)
         self._accept = ACCEPTORS[spec.aggregate]
         self._matches = _filters(spec.where)
         self._of = event_field(spec.of) if spec.of is not None else None
         self._key = event_field(spec.key) if spec.key is not None else None
+        self._slots = KINDS.get(spec.aggregate)
+        self._state = _STATES[spec.aggregate]
+        self._decode = _DECODERS[spec.aggregate]
+        self._empty = self._state()
+        if self.distinct:
+            self._earliest, self._newest = _earliest_seen, _newest_seen
+        else:
+            self._earliest, self._newest = _earliest_slot, _newest_slot
 
     def empty(self) -> AggregateState:
-        return AggregateState()
+        """The state of no events (one shared object: states are never changed in place)."""
+        return self._empty
+
+    # -- storage ------------------------------------------------------------
+
+    def decode(self, stored: bytes | msgspec.Raw) -> AggregateState:
+        """A state from its stored JSON (``encode``), or from the earlier form."""
+        try:
+            return self._decode(stored)
+        except msgspec.ValidationError:  # an object, not an array: stored before
+            return self._from_legacy(_decode_legacy(stored))
+
+    def encode(self, state: AggregateState) -> bytes:
+        """The state as stored (any msgspec JSON encoder writes the same)."""
+        return _encode(state)
+
+    def _from_legacy(self, old: _LegacyState) -> AggregateState:
+        kind = self._slots
+        if kind is None:
+            keys: dict[str, Series] = {key: series.seen for key, series in old.keys.items()}
+        else:
+            convert = kind.from_legacy
+            keys = {
+                key: tuple([convert(slot) for slot in series.slots])
+                for key, series in old.keys.items()
+            }
+        return self._state(old.next_expiry, keys)
 
     # -- events -------------------------------------------------------------
 
@@ -238,8 +384,9 @@ class Aggregator:
         series = keys.get(key)
         evicted = False
         if series is None and len(keys) >= MAX_KEYS:
-            stalest = min(keys, key=lambda k: (_newest(keys[k]), k))
-            if _newest(keys[stalest]) > at:
+            newest = self._newest
+            stalest = min(keys, key=lambda k: (newest(keys[k]), k))
+            if newest(keys[stalest]) > at:
                 return state
             del keys[stalest]
             evicted = True
@@ -247,35 +394,46 @@ class Aggregator:
         keys[key] = updated
         next_expiry = state.next_expiry
         if window is not None:
-            before = _earliest(series) if series is not None else None
-            after = _earliest(updated) + window
-            if evicted or (
-                before is not None and before + window == next_expiry and after > next_expiry
+            earliest = self._earliest
+            after = earliest(updated) + window
+            if next_expiry is None or after < next_expiry:
+                next_expiry = self._next_expiry(keys) if evicted else after
+            elif evicted or (
+                # The key's oldest slot took the event: if it was the oldest of
+                # all, another may now be.
+                after > next_expiry
+                and series is not None
+                and earliest(series) + window == next_expiry
             ):
                 next_expiry = self._next_expiry(keys)
-            elif next_expiry is None or after < next_expiry:
-                next_expiry = after
-        return AggregateState(keys=keys, next_expiry=next_expiry)
+        return self._state(next_expiry, keys)
 
-    def _with_event(self, series: KeySeries | None, at: int, value: Any) -> KeySeries:
-        if self.kind == "distinct_count":
-            seen = dict(series.seen) if series is not None else {}
+    def _with_event(self, series: Series | None, at: int, value: Any) -> Series:
+        kind = self._slots
+        if kind is None:
+            seen: dict[str, int] = dict(series) if series is not None else {}
             if seen.get(value, at - 1) < at:
                 seen[value] = at
             if len(seen) > MAX_DISTINCT_VALUES:
                 del seen[min(seen, key=lambda v: (seen[v], v))]
-            return KeySeries(seen=seen)
-        slots = series.slots if series is not None else ()
-        index = 0 if self.grain is None else at // self.grain
-        if not slots or slots[-1].index < index:
+            return seen
+        if not series:
+            return (kind.new(at, value),)
+        last = series[-1]
+        grain = self.grain
+        if grain is None:  # all time: one slot
+            return (kind.merge(last, at, value),)
+        index = at // grain
+        last_index = last.at // grain
+        if last_index < index:
             # The usual case: the event is the newest of its key.
-            return KeySeries(slots=(*slots, new_slot(self.kind, index, at, value)))
-        pos = bisect_left(slots, index, key=_slot_index)
-        if pos < len(slots) and slots[pos].index == index:
-            slot = merge(self.kind, slots[pos], at, value)
-            return KeySeries(slots=(*slots[:pos], slot, *slots[pos + 1 :]))
-        slot = new_slot(self.kind, index, at, value)
-        return KeySeries(slots=(*slots[:pos], slot, *slots[pos:]))
+            return (*series, kind.new(at, value))
+        if last_index == index:
+            return (*series[:-1], kind.merge(last, at, value))
+        pos = bisect_left(series, index, key=self._index)
+        if series[pos].at // grain == index:
+            return (*series[:pos], kind.merge(series[pos], at, value), *series[pos + 1 :])
+        return (*series[:pos], kind.new(at, value), *series[pos:])
 
     # -- merging ------------------------------------------------------------
 
@@ -284,9 +442,9 @@ class Aggregator:
 
         When two profiles merge, each kept its own states: the merged person
         viewed the jacket twice as one and once as the other, which is three
-        views. Slots of one key and one index are combined (``slots.combine``);
-        the caps on keys and distinct values keep the most recent, as
-        ``add_micros`` does.
+        views. Slots of one key and one stretch of time are combined
+        (``SlotKind.combine``); the caps on keys and distinct values keep the
+        most recent, as ``add_micros`` does.
         """
         if not b.keys:
             return self.expire_micros(a, now)
@@ -298,31 +456,31 @@ class Aggregator:
             keys[key] = theirs if ours is None else self._merged_series(ours, theirs)
         # Expired once combined, not before: a slot aged out on one side may
         # live on in the same slot of the other (its newest event is newer).
-        keys = dict(
-            self.expire_micros(
-                AggregateState(keys=keys, next_expiry=self._next_expiry(keys)), now
-            ).keys
-        )
+        keys = dict(self.expire_micros(self._state(self._next_expiry(keys), keys), now).keys)
         if len(keys) > MAX_KEYS:
-            newest = sorted(keys, key=lambda k: (_newest(keys[k]), k), reverse=True)
-            keys = {k: keys[k] for k in newest[:MAX_KEYS]}
-        return AggregateState(keys=keys, next_expiry=self._next_expiry(keys))
+            newest = self._newest
+            ranked = sorted(keys, key=lambda k: (newest(keys[k]), k), reverse=True)
+            keys = {k: keys[k] for k in ranked[:MAX_KEYS]}
+        return self._state(self._next_expiry(keys), keys)
 
-    def _merged_series(self, ours: KeySeries, theirs: KeySeries) -> KeySeries:
-        if self.kind == "distinct_count":
-            seen = dict(ours.seen)
-            for value, at in theirs.seen.items():
+    def _merged_series(self, ours: Series, theirs: Series) -> Series:
+        kind = self._slots
+        if kind is None:
+            seen = dict(ours)
+            for value, at in theirs.items():
                 if seen.get(value, at - 1) < at:
                     seen[value] = at
             if len(seen) > MAX_DISTINCT_VALUES:
                 kept = sorted(seen, key=lambda v: (seen[v], v), reverse=True)
                 seen = {v: seen[v] for v in kept[:MAX_DISTINCT_VALUES]}
-            return KeySeries(seen=seen)
-        by_index = {slot.index: slot for slot in ours.slots}
-        for slot in theirs.slots:
-            mine = by_index.get(slot.index)
-            by_index[slot.index] = slot if mine is None else combine(self.kind, mine, slot)
-        return KeySeries(slots=tuple(by_index[i] for i in sorted(by_index)))
+            return seen
+        index = self._index
+        by_index = {index(slot): slot for slot in ours}
+        for slot in theirs:
+            i = index(slot)
+            mine = by_index.get(i)
+            by_index[i] = slot if mine is None else kind.combine(mine, slot)
+        return tuple([by_index[i] for i in sorted(by_index)])
 
     # -- time ---------------------------------------------------------------
 
@@ -334,24 +492,26 @@ class Aggregator:
         if state.next_expiry is None or now < state.next_expiry or self.window is None:
             return state
         cutoff = now - self.window
-        keys: dict[str, KeySeries] = {}
+        keys: dict[str, Series] = {}
         for key, series in state.keys.items():
-            if self.kind == "distinct_count":
-                seen = {v: t for v, t in series.seen.items() if t > cutoff}
+            if self.distinct:
+                seen = {v: t for v, t in series.items() if t > cutoff}
                 if seen:
-                    keys[key] = KeySeries(seen=seen)
+                    keys[key] = seen
                 continue
-            pos = bisect_right(series.slots, cutoff, key=_slot_at)
-            if pos == 0:
+            if series[0].at > cutoff:
                 keys[key] = series
-            elif pos < len(series.slots):
-                keys[key] = KeySeries(slots=series.slots[pos:])
-        return AggregateState(keys=keys, next_expiry=self._next_expiry(keys))
+                continue
+            pos = bisect_right(series, cutoff, key=_slot_at)
+            if pos < len(series):
+                keys[key] = series[pos:]
+        return self._state(self._next_expiry(keys), keys)
 
-    def _next_expiry(self, keys: Mapping[str, KeySeries]) -> int | None:
+    def _next_expiry(self, keys: Mapping[str, Series]) -> int | None:
         if self.window is None or not keys:
             return None
-        return min(_earliest(series) for series in keys.values()) + self.window
+        earliest = self._earliest
+        return min([earliest(series) for series in keys.values()]) + self.window
 
     def next_expiry(self, state: AggregateState) -> datetime | None:
         return None if state.next_expiry is None else from_micros(state.next_expiry)
@@ -363,47 +523,81 @@ class Aggregator:
 
     def read_micros(self, state: AggregateState, now: int) -> AggregateReading:
         """The value per key at ``now``; correct whether or not ``state`` was expired."""
+        keys = state.keys
+        if not keys:
+            return EMPTY_READING
         window = self.window
-        cutoff = None if window is None else now - window
         values: dict[str, Any] = {}
-        earliest: int | None = None
-        distinct = self.kind == "distinct_count"
-        for key, series in state.keys.items():
-            if distinct:
-                live = [t for t in series.seen.values() if cutoff is None or t > cutoff]
-                if not live:
-                    continue
-                values[key] = len(live)
-                first_at = min(live)
+        kind = self._slots
+        if window is None:
+            if kind is None:
+                for key, seen in keys.items():
+                    values[key] = len(seen)
             else:
-                slots = series.slots
-                if cutoff is not None and slots[0].at <= cutoff:
-                    slots = slots[bisect_right(slots, cutoff, key=_slot_at) :]
-                    if not slots:
-                        continue
-                values[key] = reduce(self.kind, slots)
-                first_at = slots[0].at
-            if earliest is None or first_at < earliest:
-                earliest = first_at
-        if window is None or earliest is None:
+                reduce = kind.reduce
+                for key, series in keys.items():
+                    values[key] = reduce(series)
             return AggregateReading(values=values)
+        cutoff = now - window
+        earliest: int | None = None
+        if kind is None:
+            for key, seen in keys.items():
+                live = [t for t in seen.values() if t > cutoff]
+                if live:
+                    values[key] = len(live)
+                    first_at = min(live)
+                    if earliest is None or first_at < earliest:
+                        earliest = first_at
+        else:
+            reduce = kind.reduce
+            for key, series in keys.items():
+                first_at = series[0].at
+                if first_at <= cutoff:
+                    series = series[bisect_right(series, cutoff, key=_slot_at) :]
+                    if not series:
+                        continue
+                    first_at = series[0].at
+                values[key] = reduce(series)
+                if earliest is None or first_at < earliest:
+                    earliest = first_at
+        if earliest is None:
+            return EMPTY_READING
         return AggregateReading(values=values, next_expiry_us=earliest + window)
 
 
-def _slot_index(slot: Slot) -> int:
-    return slot.index
+def _all_time(slot: Slot) -> int:
+    return 0
+
+
+def _by_grain(grain: int) -> Callable[[Slot], int]:
+    def index(slot: Slot) -> int:
+        return slot.at // grain
+
+    return index
 
 
 def _slot_at(slot: Slot) -> int:
     return slot.at
 
 
-def _earliest(series: KeySeries) -> int:
-    return series.slots[0].at if series.slots else min(series.seen.values())
+def _earliest_slot(series: Series) -> int:
+    at: int = series[0].at
+    return at
 
 
-def _newest(series: KeySeries) -> int:
-    return series.slots[-1].at if series.slots else max(series.seen.values())
+def _newest_slot(series: Series) -> int:
+    at: int = series[-1].at
+    return at
+
+
+def _earliest_seen(series: Series) -> int:
+    at: int = min(series.values())
+    return at
+
+
+def _newest_seen(series: Series) -> int:
+    at: int = max(series.values())
+    return at
 
 
 def _filters(where: list[dict[str, Any]]) -> tuple[Callable[[Event], bool], ...]:
