@@ -220,3 +220,82 @@ async def test_relays_take_turns(backend_factory: BackendFactory) -> None:
         assert (mine, theirs) == (True, False)
     async with second.relay_turn() as theirs:
         assert theirs
+
+
+def emitted(message_id: str, due_at: datetime, *, ws: str = WS) -> ScheduledEvent:
+    """An outbox row as a processing step writes it: its key names its event."""
+    return ScheduledEvent(
+        workspace_id=ws,
+        key=f"outbox:{message_id}",
+        due_at=due_at,
+        event=event(message_id, ws=ws, event="Segment Entered", source="rapport:segments"),
+    )
+
+
+async def test_emitted_rows_and_timers_go_out_in_one_order(backend: Backend) -> None:
+    # SQLite keeps emitted rows in a table of their own: the two merge.
+    storage, _ = backend
+    at = T0 + timedelta(hours=1)
+    await commit(backend, 5, [emitted("e1", at), row("t1", at), emitted("e2", at, ws="ws_b")])
+    await commit(backend, 6, [row("t2", at - US), emitted("e3", at + US), emitted("e4", at)])
+    # Written after a later instant (a clock set back, a replayed step): still in order.
+    await commit(backend, 7, [emitted("e5", at - 2 * US), row("t3", at + US)])
+    expected = [
+        "outbox:e5",
+        "t2",
+        "outbox:e1",
+        "t1",
+        "outbox:e2",
+        "outbox:e4",
+        "outbox:e3",
+        "t3",
+    ]
+    assert keys(await storage.due_scheduled(at + US, 100)) == expected
+    assert keys(await storage.due_scheduled(at, 100)) == expected[:6]
+    assert keys(await storage.due_scheduled(at + US, 3)) == expected[:3]
+    assert await storage.next_scheduled_at() == at - 2 * US
+    assert await storage.get_scheduled(WS, "outbox:e4") == emitted("e4", at)
+    assert await storage.get_scheduled("ws_b", "outbox:e1") is None
+
+    first = await storage.due_scheduled(at, 4)
+    assert await storage.delete_scheduled(first) == 4
+    assert keys(await storage.due_scheduled(at + US, 100)) == expected[4:]
+    assert await storage.next_scheduled_at() == at
+    assert await storage.get_scheduled(WS, "outbox:e1") is None
+    rest = await storage.due_scheduled(at + US, 100)
+    assert await storage.delete_scheduled(rest) == 4
+    assert await storage.delete_scheduled(rest) == 0
+    assert await storage.next_scheduled_at() is None
+
+
+async def test_emitted_rows_read_earlier_are_deleted_too(backend: Backend) -> None:
+    storage, _ = backend
+    await commit(backend, 1, [emitted("e1", T0), emitted("e2", T0), row("t", T0)])
+    earlier = await storage.due_scheduled(T0, 10)
+    await commit(backend, 2, [emitted("e3", T0 + US)])
+    assert len(await storage.due_scheduled(T0 + US, 10)) == 4
+    # Rows of an older read, and copies equal to rows read: deleted just the same.
+    copies = [ScheduledEvent(**{f: getattr(r, f) for f in r.__struct_fields__}) for r in earlier]
+    assert await storage.delete_scheduled(copies[:1]) == 1
+    assert await storage.delete_scheduled(earlier) == 2
+    assert keys(await storage.due_scheduled(T0 + US, 10)) == ["outbox:e3"]
+
+
+async def test_an_emitted_row_can_be_unscheduled(backend: Backend) -> None:
+    storage, _ = backend
+    await commit(backend, 1, [emitted("e1", T0), emitted("e2", T0)])
+    await commit(backend, 2, unscheduled=[(WS, "outbox:e1"), ("ws_b", "outbox:e2")])
+    assert keys(await storage.due_scheduled(T0, 10)) == ["outbox:e2"]
+
+
+async def test_emitted_rows_survive_a_reopen(backend_factory: BackendFactory) -> None:
+    if not backend_factory.supports_reopen:
+        pytest.skip("nothing survives closing this backend")
+    opened = await backend_factory.open()
+    await commit(opened, 1, [emitted("e1", T0), row("t", T0)])
+    await commit(opened, 2, [emitted("e2", T0 + US)])
+    await backend_factory.close(opened)
+    storage, _ = await backend_factory.open()
+    assert keys(await storage.due_scheduled(T0 + US, 10)) == ["outbox:e1", "t", "outbox:e2"]
+    await commit((storage, _), 3, [emitted("e3", T0 + US)])
+    assert keys(await storage.due_scheduled(T0 + US, 10))[-1] == "outbox:e3"

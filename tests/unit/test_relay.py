@@ -113,6 +113,7 @@ async def test_a_crash_between_append_and_delete_appends_a_duplicate_the_log_dro
     with pytest.raises(OSError):
         await s.relay.run_due()
     assert len(await logged(s.log)) == 2
+    assert s.woken == 1, "the events are in the log: the processor was woken before the delete"
     assert len(await s.storage.due_scheduled(T0, 10)) == 2, "still there"
     assert await s.relay.run_due() == 2
     assert len(await logged(s.log)) == 2, "the second append was a duplicate"

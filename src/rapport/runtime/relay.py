@@ -11,11 +11,12 @@ has come:
 1. read due rows (``due_at <= clock.now()``), earliest first, a batch at a
    time (``BATCH_SIZE``);
 2. append their events to the log -- their message ids are derived from
-   what scheduled them, so appending a row twice (a crash between 2 and 3,
+   what scheduled them, so appending a row twice (a crash between 2 and 4,
    a replayed processing step writing a delivered row again) adds nothing;
-3. delete exactly those rows: a row rescheduled in the meantime (same key,
-   another due instant or event) stays for its new time;
-4. wake the processor, which handles the events like any other.
+3. wake the processor, which handles the events like any other (while
+   the rows are deleted: the events are in the log already);
+4. delete exactly those rows: a row rescheduled in the meantime (same key,
+   another due instant or event) stays for its new time.
 
 When idle it sleeps until the earliest ``due_at`` (at most ``MAX_SLEEP``, so
 rows written by another process or a clock that jumped are seen soon
@@ -30,13 +31,20 @@ profile in the order they were scheduled: within a process through a lock,
 across processes through ``Storage.relay_turn`` (a PostgreSQL advisory
 lock: the other workers' relays find it taken and sleep, rather than all
 reading the same rows).
+
+A storage and log that keep events as the same JSON (SQLite: the
+``EncodedSchedule`` and ``EncodedLog`` protocols below) take the same three
+steps with the rows as stored: the events go from one file to the other
+without being decoded and encoded again on the way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -56,6 +64,39 @@ BUSY_RETRY = 0.1
 MAX_BACKOFF = 5.0
 
 
+EncodedEvent = tuple[str, str, int, bytes]
+"""``(workspace_id, message_id, received_at in microseconds since the epoch, Event JSON)``."""
+
+
+class EncodedRows(Protocol):
+    """Due rows read by an ``EncodedSchedule``."""
+
+    @property
+    def events(self) -> Sequence[EncodedEvent]:
+        """Their events, in delivery order, as ``EncodedLog.append_encoded`` takes them."""
+        ...
+
+
+@runtime_checkable
+class EncodedSchedule(Protocol):
+    """A storage that hands due rows over as stored (``SqliteStorage``)."""
+
+    async def due_encoded(self, now: datetime, limit: int) -> EncodedRows:
+        """What ``Storage.due_scheduled`` reads, events still encoded."""
+        ...
+
+    async def delete_due(self, rows: object) -> int:
+        """``Storage.delete_scheduled`` for rows ``due_encoded`` returned."""
+        ...
+
+
+@runtime_checkable
+class EncodedLog(Protocol):
+    """An event log appending events as their JSON (``SqliteEventLog``)."""
+
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> list[bool]: ...
+
+
 class Relay:
     """Delivers due ``ScheduledEvent`` rows to the event log (see the module doc)."""
 
@@ -73,6 +114,9 @@ class Relay:
             raise ValueError("batch_size must be at least 1")
         self._storage = storage
         self._log = log
+        self._encoded: tuple[EncodedSchedule, EncodedLog] | None = None
+        if isinstance(storage, EncodedSchedule) and isinstance(log, EncodedLog):
+            self._encoded = (storage, log)
         self._clock = clock
         self.on_appended = on_appended
         self.batch_size = batch_size
@@ -98,20 +142,39 @@ class Relay:
                 return 0
             delivered = 0
             while True:
-                rows = await self._storage.due_scheduled(self._clock.now(), self.batch_size)
-                if not rows:
+                count = await self._deliver_batch()
+                if not count:
                     break
-                await self._log.append([row.event for row in rows])
-                await self._storage.delete_scheduled(rows)
-                delivered += len(rows)
-                self.delivered_total += len(rows)
-                if self.on_appended is not None:
-                    self.on_appended()
-                if len(rows) < self.batch_size:
+                delivered += count
+                self.delivered_total += count
+                if count < self.batch_size:
                     break
         if delivered:
             log.debug("relay.delivered", rows=delivered)
         return delivered
+
+    async def _deliver_batch(self) -> int:
+        """Read, append and delete one batch of due rows; return how many."""
+        if self._encoded is not None:
+            storage, event_log = self._encoded
+            encoded = await storage.due_encoded(self._clock.now(), self.batch_size)
+            if not encoded.events:
+                return 0
+            await event_log.append_encoded(encoded.events)
+            self._appended()
+            await storage.delete_due(encoded)
+            return len(encoded.events)
+        rows = await self._storage.due_scheduled(self._clock.now(), self.batch_size)
+        if not rows:
+            return 0
+        await self._log.append([row.event for row in rows])
+        self._appended()
+        await self._storage.delete_scheduled(rows)
+        return len(rows)
+
+    def _appended(self) -> None:
+        if self.on_appended is not None:
+            self.on_appended()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; sleep until the next due row or ``notify()``."""

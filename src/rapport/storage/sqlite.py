@@ -116,6 +116,7 @@ class SqliteStorage(Storage):
         self._db = SqliteDatabase(path, migrations, synchronous=synchronous)
         self._code_pools = SqliteCodePools(self._db)
         self._inbox = SqliteInbox(self._db)
+        self._relay_reads = sqlite_scheduled.ReadRows()
 
     @property
     def code_pools(self) -> SqliteCodePools:
@@ -254,10 +255,12 @@ class SqliteStorage(Storage):
     async def due_scheduled(self, now: datetime, limit: int) -> list[ScheduledEvent]:
         if limit <= 0:
             return []
-        rows = await self._db.read(
+        read = await self._db.read(
             lambda conn: sqlite_scheduled.read_due(conn, to_micros(now), limit)
         )
-        return [sqlite_scheduled.scheduled_event(row) for row in rows]
+        rows = [sqlite_scheduled.scheduled_event(due) for due in read]
+        self._relay_reads.remember(rows, read)
+        return rows
 
     async def next_scheduled_at(self) -> datetime | None:
         due = await self._db.read(sqlite_scheduled.read_next)
@@ -270,8 +273,31 @@ class SqliteStorage(Storage):
     async def delete_scheduled(self, rows: Sequence[ScheduledEvent]) -> int:
         if not rows:
             return 0
-        wanted = [sqlite_scheduled.identity(row) for row in rows]
-        return await self._db.write(lambda conn: sqlite_scheduled.delete_rows(conn, wanted))
+        timers, outbox_ids, either = self._relay_reads.split(rows)
+        return await self._db.write(
+            lambda conn: sqlite_scheduled.delete_rows(conn, timers, outbox_ids, either)
+        )
+
+    # The relay's way when the log is a ``SqliteEventLog`` (``relay.EncodedSchedule``):
+    # rows handed over as stored, their events appended without decoding them.
+    async def due_encoded(self, now: datetime, limit: int) -> sqlite_scheduled.DueRows:
+        """``due_scheduled`` as stored: the events' JSON, for ``SqliteEventLog.append_encoded``."""
+        if limit <= 0:
+            return sqlite_scheduled.DueRows([])
+        due = to_micros(now)
+        return await self._db.read(
+            lambda conn: sqlite_scheduled.DueRows(sqlite_scheduled.read_due(conn, due, limit))
+        )
+
+    async def delete_due(self, rows: object) -> int:
+        """``delete_scheduled`` for rows of ``due_encoded``."""
+        if not isinstance(rows, sqlite_scheduled.DueRows):
+            raise TypeError(f"rows of due_encoded expected, not {type(rows).__name__}")
+        if not rows.events:
+            return 0
+        return await self._db.write(
+            lambda conn: sqlite_scheduled.delete_rows(conn, rows.timers, rows.outbox_ids)
+        )
 
     # -- segment definitions (sqlite_segments) -------------------------------
     async def put_segment(

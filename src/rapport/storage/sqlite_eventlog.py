@@ -92,11 +92,17 @@ _decode_keys = msgspec.json.Decoder(list[_StoredKey]).decode
 _INSERT_ROWS = BulkInsert("event_batch", ("last_offset", "events", "body"))
 
 
+EncodedEvent = tuple[str, str, int, bytes]
+"""An event as stored elsewhere: ``(workspace_id, message_id, received_at micros, JSON)``,
+the JSON being what this module's encoder makes of the ``Event`` (``append_encoded``)."""
+
+
 @dataclass(slots=True)
 class _Row:
     """Up to ``MAX_ROW_EVENTS`` events of one append, encoded by the caller."""
 
     events: Sequence[Event]
+    """The events (none when ``parts`` holds them)."""
     keys: list[Key]
     first_seen: list[int]
     """``received_at`` of each event, in microseconds."""
@@ -104,6 +110,8 @@ class _Row:
     stored: tuple[int, int, bytes] | None = None
     """``(first offset, last offset, body)`` as inserted (writer thread); None if all
     its events were duplicates."""
+    parts: Sequence[bytes] | None = None
+    """Each event's JSON, for rows of ``append_encoded``."""
 
 
 _Stored = tuple[int, int, bytes]
@@ -174,6 +182,32 @@ class SqliteEventLog(EventLog):
                     [(e.workspace_id, e.message_id) for e in chunk],
                     [received_micros(e.received_at) for e in chunk],
                     _encode(chunk),
+                )
+            )
+        is_new = await self._appends.add(rows)
+        self._keep(rows)
+        self._maybe_flush()
+        return is_new
+
+    async def append_encoded(self, events: Sequence[EncodedEvent]) -> list[bool]:
+        """``append`` for events already encoded (the relay's rows): nothing is decoded.
+
+        A row's body is its events' JSON joined into an array, the bytes
+        ``append`` would have encoded.
+        """
+        if not events:
+            return []
+        rows: list[_Row] = []
+        for start in range(0, len(events), MAX_ROW_EVENTS):
+            chunk = events[start : start + MAX_ROW_EVENTS]
+            parts = [body for _, _, _, body in chunk]
+            rows.append(
+                _Row(
+                    (),
+                    [(ws, message_id) for ws, message_id, _, _ in chunk],
+                    [received_at for _, _, received_at, _ in chunk],
+                    b"[" + b",".join(parts) + b"]",
+                    parts=parts,
                 )
             )
         is_new = await self._appends.add(rows)
@@ -270,20 +304,20 @@ class SqliteEventLog(EventLog):
         else:
             is_new = []
             for row in rows:
-                kept: list[Event] = []
-                for event, key, first_seen in zip(
-                    row.events, row.keys, row.first_seen, strict=True
+                kept: list[int] = []
+                for index, (key, first_seen) in enumerate(
+                    zip(row.keys, row.first_seen, strict=True)
                 ):
                     if key in seen:
                         is_new.append(False)
                         continue
                     seen.add(key)  # a repeat later in this same append is a duplicate
                     is_new.append(True)
-                    kept.append(event)
+                    kept.append(index)
                     fresh.append((key, first_seen))
                 row.stored = None
                 if kept:
-                    body = row.body if len(kept) == len(row.keys) else _encode(kept)
+                    body = row.body if len(kept) == len(row.keys) else _body(row, kept)
                     row.stored = (last + 1, last + len(kept), body)
                     last += len(kept)
                     stored.append((last, len(kept), body))
@@ -397,6 +431,15 @@ class SqliteEventLog(EventLog):
         except BaseException:
             await self._db.write(self._abort_flush)
             raise
+
+
+def _body(row: _Row, kept: list[int]) -> bytes:
+    """The body of ``row`` holding only its events at ``kept``."""
+    if row.parts is not None:
+        parts = row.parts
+        return b"[" + b",".join([parts[i] for i in kept]) + b"]"
+    events = row.events
+    return _encode([events[i] for i in kept])
 
 
 def _read_entries(
