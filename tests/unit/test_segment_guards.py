@@ -10,11 +10,11 @@ import pytest
 from rapport.core.conditions import compile_condition
 from rapport.core.model import Event, Membership, Profile, TraitValue
 from rapport.core.segment_guards import Guards
+from rapport.core.segment_timers import next_membership_change
 from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
     SegmentDefinition,
-    next_membership_change,
     update_memberships,
 )
 

@@ -13,12 +13,11 @@ from typing import Any
 import msgspec
 
 from rapport.core.model import Event, Membership, Profile, TraitValue
+from rapport.core.segment_timers import MAX_LOOKAHEAD, next_membership_change
 from rapport.core.segments import (
-    MAX_LOOKAHEAD,
     MembershipChange,
     SegmentCatalog,
     SegmentDefinition,
-    next_membership_change,
     refresh_memberships,
     update_memberships,
 )

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from rapport.core.conditions import AggregateState, Aggregator, ProfileContext
 from rapport.core.conditions.instants import to_micros
 from rapport.core.model import Event, Profile, TraitValue
+from rapport.core.segment_timers import next_membership_change
 from rapport.core.segments import (
     SegmentCatalog,
     SegmentDefinition,
-    next_membership_change,
     refresh_memberships,
     update_memberships,
 )
@@ -144,6 +144,14 @@ def definition(segment_id: str) -> SegmentDefinition:
     )
 
 
+def pool_catalog(segment_ids: list[str]) -> SegmentCatalog:
+    """The catalog of these segments of ``POOL``, with those they read."""
+    ids = set(segment_ids)
+    if "lyon-gold" in ids:
+        ids.add("lyon-views")
+    return SegmentCatalog([definition(i) for i in sorted(ids)])
+
+
 def trait(value: Any, now: datetime) -> TraitValue:
     return TraitValue(value=value, source="test", observed_at=now, received_at=now)
 
@@ -186,10 +194,7 @@ class Oracle:
 def test_streamed_memberships_equal_a_full_evaluation(
     segment_ids: list[str], steps: list[Any]
 ) -> None:
-    ids = set(segment_ids)
-    if "lyon-gold" in ids:
-        ids.add("lyon-views")
-    catalog = SegmentCatalog([definition(i) for i in sorted(ids)])
+    catalog = pool_catalog(segment_ids)
     oracle = Oracle(catalog)
     now = T0
     profile = Profile(id="p", workspace_id="ws", created_at=T0, updated_at=T0)

@@ -23,13 +23,14 @@ from rapport.core.model import Membership, TraitValue
 
 MAX_GUARDING_TRAITS = 8
 """Traits looked up per evaluation at most: those that rule out the most segments."""
-_NONE: frozenset[int] = frozenset()
+_MAX_COMBINATIONS = 4096
+"""Combinations of guarding texts kept at most (``Guards._excluded``); then forgotten."""
 
 
 class Guards:
     """Positions of segments (in a catalog's order) ruled out by a profile's trait values."""
 
-    __slots__ = ("_traits",)
+    __slots__ = ("_excluded", "_shared", "_traits")
 
     def __init__(self, requirements: Sequence[Mapping[str, frozenset[str]]]) -> None:
         """``requirements[position]``: the segment's ``CompiledCondition.requirements``."""
@@ -56,9 +57,40 @@ class Guards:
             traits
         )
         """``(trait, text -> positions it rules out, positions any other value rules out)``."""
+        self._excluded: dict[tuple[str | None, ...], frozenset[int]] = {}
+        """The guarding traits' texts (``None``: no text) -> every position they rule out:
+        a profile's look-up is one intersection (few combinations: cities, plans)."""
+        self._shared: dict[frozenset[int], frozenset[int]] = {}
+        """Each distinct set in ``_excluded``, once (as many as texts segments name)."""
 
     def __bool__(self) -> bool:
         return bool(self._traits)
+
+    def _ruling_out(self, texts: tuple[str | None, ...]) -> frozenset[int]:
+        """Every position the guarding traits' ``texts`` rule out (kept for the next profile)."""
+        excluded = self._excluded.get(texts)
+        if excluded is None:
+            excluded = frozenset().union(
+                *(
+                    every if text is None else by_text.get(text, every)
+                    for (_, by_text, every), text in zip(self._traits, texts, strict=True)
+                )
+            )
+            if len(self._excluded) >= _MAX_COMBINATIONS:
+                self._excluded.clear()
+                self._shared.clear()
+            # Texts no segment names rule out the same: one set for all of them.
+            self._excluded[texts] = excluded = self._shared.setdefault(excluded, excluded)
+        return excluded
+
+    def excluded(self, traits: Mapping[str, TraitValue]) -> frozenset[int]:
+        """Every position ``traits`` rule out, members or not."""
+        texts: list[str | None] = []
+        for trait, _, _ in self._traits:
+            stored = traits.get(trait)
+            value = None if stored is None else stored.value
+            texts.append(value if type(value) is str else None)
+        return self._ruling_out(tuple(texts))
 
     def ruled_out(
         self,
@@ -71,15 +103,24 @@ class Guards:
 
         ``position`` maps segment ids to positions (``SegmentCatalog.position``).
         """
-        out: AbstractSet[int] = _NONE
-        for trait, by_text, every in self._traits:
-            stored = traits.get(trait)
-            value = None if stored is None else stored.value
-            excluded = by_text.get(value, every) if type(value) is str else every
-            hit = excluded & among  # iterates the smaller of the two
-            if hit:
-                out = hit if not out else out | hit
+        out = self.excluded(traits) & among  # iterates the smaller of the two
         if not out or not members:
             return out
-        kept = [p for p in map(position.get, members) if p is not None and p in out]
-        return out - set(kept) if kept else out
+        kept = out.intersection(map(position.get, members))
+        return out - kept if kept else out
+
+    def allowed(
+        self,
+        among: AbstractSet[int],
+        traits: Mapping[str, TraitValue],
+        members: Mapping[str, Membership],
+        position: Mapping[str, int],
+    ) -> set[int]:
+        """``among`` without the positions ``ruled_out``: a new set."""
+        excluded = self.excluded(traits)
+        rest = set(among) - excluded if type(among) is not set else among - excluded
+        if members and len(rest) != len(among):
+            back = excluded.intersection(map(position.get, members))
+            if back:
+                rest |= back & among
+        return rest

@@ -27,8 +27,8 @@ into ``Segment Entered`` / ``Segment Exited`` events. Aggregates that only
 journey conditions read are fed the same way (``with_aggregates``).
 
 Time alone changes memberships too (a view ageing out of a one-hour
-window). ``next_membership_change`` tells the runtime when that may next
-happen for a profile, so it can store a timer; at the timer,
+window). ``segment_timers.next_membership_change`` tells the runtime when
+that may next happen for a profile, so it can store a timer; at the timer,
 ``refresh_memberships`` re-evaluates the segments time can change, with no
 event fed to any aggregate.
 """
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import heapq
 import re
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -56,9 +55,9 @@ from rapport.core.conditions import (
     ProfileContext,
     compile_condition,
 )
-from rapport.core.conditions.compile import Settle
+from rapport.core.conditions.compile import Evaluate, Settle
 from rapport.core.conditions.dispatch import EventDispatch
-from rapport.core.conditions.instants import from_micros, to_micros
+from rapport.core.conditions.instants import to_micros
 from rapport.core.model import Event, Membership, Profile
 from rapport.core.segment_guards import Guards
 from rapport.core.versions import ACTIVE, next_version, tombstone
@@ -77,9 +76,10 @@ SEGMENT_KINDS: Final = frozenset((DYNAMIC, STATIC))
 SUPPORTED_KINDS: Final = SEGMENT_KINDS
 
 
-_NEVER: Final = 2**63
-MAX_LOOKAHEAD: Final = 16
-"""Evaluations ``next_membership_change`` spends before settling for a lower bound."""
+NOTHING: Final[frozenset[int]] = frozenset()
+"""No positions (shared, so ``is``-cheap to pass around)."""
+_MAX_KEPT_INPUTS: Final = 256
+"""Sets of positions left out kept at most (``SegmentCatalog.inputs_without``)."""
 
 Settled = dict[int, tuple[bool, int | None]]
 """Position -> a time-dependent segment's value at ``now`` and the instant (microseconds)
@@ -252,6 +252,17 @@ class SegmentCatalog:
         self.timed: frozenset[int] = frozenset(self.time_bounds)
         """The positions in ``time_bounds``, as a set: intersections with it iterate the
         smaller side (a dict's keys would be copied first)."""
+        self.steps: tuple[tuple[str, int, Evaluate, Settle | None], ...] = tuple(
+            (
+                segment.definition.id,
+                segment.definition.version,
+                segment.condition.evaluate,
+                self.time_bounds.get(position),
+            )
+            for position, segment in enumerate(self.segments)
+        )
+        """Per position: the segment's id, version, ``evaluate`` and ``settle`` (as in
+        ``time_bounds``), what evaluating it takes (``_evaluate``)."""
         self.guards = Guards([segment.condition.requirements for segment in self.segments])
         """Segments a profile's traits rule out (``segment_guards``): never evaluated."""
         for position, segment in enumerate(self.segments):
@@ -274,9 +285,47 @@ class SegmentCatalog:
             name: EventDispatch(counting) for name, counting in self.aggregators_by_event.items()
         }
         """Event name -> the aggregates over it, found by the texts they require."""
+        timed = self.timed
+        self.timed_inputs: tuple[dict[str, frozenset[int]], ...] = tuple(
+            {name: frozenset(readers & timed) for name, readers in index.items() if readers & timed}
+            for index in (self.by_aggregate, self.by_trait, self.by_consent, self.readers)
+        )
+        """``by_aggregate``, ``by_trait``, ``by_consent`` and ``readers`` restricted to the
+        positions in ``timed`` (what ``next_membership_change`` looks at)."""
+        self._inputs_without: dict[
+            tuple[frozenset[int], bool], tuple[Mapping[str, AbstractSet[int]], ...]
+        ] = {}
+        """``inputs_without`` by the positions left out."""
 
     def __bool__(self) -> bool:
         return bool(self.segments)
+
+    def inputs_without(
+        self, excluded: frozenset[int], *, timed: bool = False
+    ) -> tuple[Mapping[str, AbstractSet[int]], ...]:
+        """``by_aggregate``, ``by_trait``, ``by_consent`` and ``readers`` (``timed``: their
+        ``timed_inputs``) without the positions in ``excluded`` (``Guards.excluded``).
+
+        Kept per set left out: profiles share a few combinations of guarding
+        texts (cities, plans).
+        """
+        indexes: tuple[Mapping[str, AbstractSet[int]], ...] = (
+            self.timed_inputs
+            if timed
+            else (self.by_aggregate, self.by_trait, self.by_consent, self.readers)
+        )
+        if not excluded:
+            return indexes
+        inputs = self._inputs_without.get((excluded, timed))
+        if inputs is None:
+            inputs = tuple(
+                {name: kept for name, readers in index.items() if (kept := readers - excluded)}
+                for index in indexes
+            )
+            if len(self._inputs_without) >= _MAX_KEPT_INPUTS:
+                self._inputs_without.clear()
+            self._inputs_without[excluded, timed] = inputs
+        return inputs
 
     def with_aggregates(self, aggregators: Mapping[str, Aggregator]) -> SegmentCatalog:
         """This catalog also maintaining ``aggregators`` (by id), which no segment reads.
@@ -347,7 +396,8 @@ def update_memberships(
         return after, []
     if before is after and _untouched(catalog, after, event):
         return after, []
-    states = AggregateStates(catalog.aggregators, after.aggregates, to_micros(now))
+    now_us = to_micros(now)
+    states = AggregateStates(catalog.aggregators, after.aggregates, now_us)
     if event.type == "track" and event.event is not None:
         dispatch = catalog.dispatch.get(event.event)
         if dispatch is not None:
@@ -357,20 +407,31 @@ def update_memberships(
                     states.observe(aggregate_id, aggregator, event, at)
     members = after.segments
     changes: list[MembershipChange] = []
-    gone = _gone(catalog, members)
+    stale = _stale(catalog, members)
+    gone = _gone(catalog, members, stale) if stale else []
     if gone:
         members = dict(members)
         for segment_id in gone:
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
 
-    queued = _affected(catalog, before, after, states.changed)
-    if queued and catalog.guards:
-        queued -= catalog.guards.ruled_out(queued, after.traits, members, catalog.position)
-    if not queued and not changes and states.encoded() is after.aggregates:
-        # Nothing to evaluate nor to store (most membership events): the
-        # profile as it came.
-        return after, changes
-    return _evaluate(catalog, after, states, members, changes, queued, now, settled)
+    # Segments her traits rule out are left out as the affected ones are gathered,
+    # unless she is a member of one (her city changed): then afterwards.
+    guards = catalog.guards
+    excluded = guards.excluded(after.traits) if guards else NOTHING
+    if excluded and not excluded.isdisjoint(map(catalog.position.get, members)):
+        queued = _affected(catalog, before, after, states.changed, stale)
+        queued = guards.allowed(queued, after.traits, members, catalog.position)
+    else:
+        queued = _affected(catalog, before, after, states.changed, stale, excluded)
+    if not queued and not changes:
+        # Nothing to evaluate (most membership events; views of products that
+        # only other cities' segments count): the profile as it came, with
+        # the states the event changed.
+        aggregates = states.encoded()
+        if aggregates is after.aggregates:
+            return after, changes
+        return msgspec.structs.replace(after, aggregates=aggregates), changes
+    return _evaluate(catalog, after, states, members, changes, queued, now, settled, now_us)
 
 
 def reevaluate_segments(
@@ -414,168 +475,47 @@ def refresh_memberships(
     exist leave them.
     """
     members = profile.segments
-    gone = _gone(catalog, members)
+    stale = _stale(catalog, members)
+    gone = _gone(catalog, members, stale)
     changes: list[MembershipChange] = []
     if gone:
         members = dict(members)
         for segment_id in gone:
             changes.append(MembershipChange(segment_id, members.pop(segment_id).version, False))
     queued = set(catalog.time_dependent)
-    queued.update(_outdated(catalog, profile))
+    queued.update(_outdated(catalog, stale))
     if catalog.guards:
-        queued -= catalog.guards.ruled_out(queued, profile.traits, members, catalog.position)
+        queued = catalog.guards.allowed(queued, profile.traits, members, catalog.position)
     if not queued and not changes:
         return profile, []
     states = AggregateStates(catalog.aggregators, profile.aggregates, to_micros(now))
     return _evaluate(catalog, profile, states, members, changes, queued, now)
 
 
-def next_membership_change(
-    catalog: SegmentCatalog,
-    profile: Profile,
-    now: datetime,
-    since: Profile | None = None,
-    settled: Settled | None = None,
-) -> datetime | None:
-    """The earliest instant after ``now`` at which time alone may change a membership.
-
-    ``None`` when nothing but an event can change one. Each time-dependent
-    segment's condition gives a lower bound (``next_change``); the bounds are
-    visited earliest first, the condition is evaluated at each as if no event
-    came in between (one that does makes the runtime ask again), and the
-    first instant where the value differs from the recorded membership is
-    the answer; a segment whose value stays gives its next bound. After
-    ``MAX_LOOKAHEAD`` evaluations the earliest bound left is returned: the
-    timer re-evaluates there and looks further. So a non-member whose views
-    can only age out gets no timer, and a member gets one at the instant it
-    leaves.
-
-    ``since`` is the same profile when this was last asked (the answer is its
-    ``segment_timer_at``), if that answer is not due yet: then only the
-    segments whose inputs differ are looked at, and the old answer stands
-    for the others. It is still a lower bound for them, but may come early
-    if it came from a segment whose change this event pushed back: such a
-    timer re-evaluates, finds nothing, and asks again without ``since``.
-
-    ``settled``: what an evaluation of this very profile at ``now`` found
-    (``update_memberships``), used instead of settling those segments again.
-    """
-    if not catalog.time_bounds:
-        return None
-    kept: datetime | None = None
-    positions: AbstractSet[int] = catalog.timed
-    if since is not None and (since.segment_timer_at is None or since.segment_timer_at > now):
-        kept = since.segment_timer_at
-        positions = _changed_inputs(catalog, since, profile)
-        if not positions:
-            return kept
-    before = None if kept is None else to_micros(kept)
-    found = _first_change(catalog, profile, now, positions, before, settled)
-    return kept if found is None else from_micros(found)
-
-
-def _first_change(
-    catalog: SegmentCatalog,
-    profile: Profile,
-    now: datetime,
-    positions: AbstractSet[int],
-    before: int | None,
-    settled: Settled | None = None,
-) -> int | None:
-    """``next_membership_change`` over the segments at ``positions``, in microseconds.
-
-    Only instants earlier than ``before`` are of interest (None when none is).
-    """
-    now_us = to_micros(now)
-    states = AggregateStates(catalog.aggregators, profile.aggregates, to_micros(now))
-    contexts: dict[int, ProfileContext] = {}
-
-    def context_at(instant: int) -> ProfileContext:
-        context = contexts.get(instant)
-        if context is None:
-            context = ProfileContext(
-                profile,
-                from_micros(instant),
-                segments=profile.segments,
-                read_aggregate=states.at(instant).read,
-            )
-            contexts[instant] = context
-        return context
-
-    pending: list[tuple[int, int]] = []
-    """``(instant, position)``, a heap: when each segment's value may next change."""
-    here = context_at(now_us)
-    settles = catalog.time_bounds
-    members = profile.segments
-    segments = catalog.segments
-    horizon = _NEVER if before is None else before
-    ruled_out = catalog.guards.ruled_out(positions, profile.traits, members, catalog.position)
-    known: Settled = settled or {}
-    for position in positions:
-        if position in ruled_out:
-            continue  # false, and time cannot change that (``segment_guards``)
-        found = known.get(position)
-        value, instant = settles[position](here, now_us) if found is None else found
-        if value != (segments[position].definition.id in members):
-            # Not evaluated since its definition changed (not backfilled
-            # yet): whichever way time moves its value, the timer at its
-            # next input change re-evaluates it (a negative position says so).
-            next_change = segments[position].condition.next_change_micros
-            instant = None if next_change is None else next_change(here, now_us)
-            if instant is not None and now_us < instant < horizon:
-                pending.append((instant, -1 - position))
+def changed_traits(
+    by_trait: Mapping[str, AbstractSet[int]], before: Profile, after: Profile, into: set[int]
+) -> None:
+    """Add to ``into`` the readers (``by_trait``) of the traits whose value differs."""
+    old_traits, new_traits = before.traits, after.traits
+    for name, readers in by_trait.items():
+        old, new = old_traits.get(name), new_traits.get(name)
+        if old is new:
             continue
-        if instant is not None and now_us < instant < horizon:
-            pending.append((instant, position))
-    heapq.heapify(pending)
-    for _ in range(MAX_LOOKAHEAD):
-        if not pending:
-            return None
-        instant, position = heapq.heappop(pending)
-        if position < 0:
-            return instant
-        value, following = settles[position](context_at(instant), instant)
-        if value != (segments[position].definition.id in members):
-            return instant
-        if following is not None and instant < following < horizon:
-            heapq.heappush(pending, (following, position))
-    # Looked far enough: the timer re-evaluates there and looks further.
-    return pending[0][0] if pending else None
+        if (None if old is None else old.value) != (None if new is None else new.value):
+            into.update(readers)
 
 
-def _changed_inputs(catalog: SegmentCatalog, before: Profile, after: Profile) -> set[int]:
-    """Positions (among ``time_bounds``) of the segments whose inputs or membership differ."""
-    changed: set[int] = set()
-    if before.aggregates is not after.aggregates:
-        # A state the profile kept is the very same object: compare texts only
-        # where the objects differ.
-        old_states, new_states = before.aggregates, after.aggregates
-        by_aggregate = catalog.by_aggregate
-        if old_states.keys() != new_states.keys():  # rare: no new set in the usual case
-            for aggregate_id in old_states.keys() ^ new_states.keys():
-                changed.update(by_aggregate.get(aggregate_id, ()))
-        for aggregate_id, text in new_states.items():
-            previous = old_states.get(aggregate_id, text)
-            if previous is not text and previous != text:
-                changed.update(by_aggregate.get(aggregate_id, ()))
-    if before.traits is not after.traits:
-        for name, readers in catalog.by_trait.items():
-            old, new = before.traits.get(name), after.traits.get(name)
-            if (None if old is None else old.value) != (None if new is None else new.value):
-                changed.update(readers)
-    if before.consent is not after.consent:
-        for name, readers in catalog.by_consent.items():
-            old_consent, new_consent = before.consent.get(name), after.consent.get(name)
-            old_granted = None if old_consent is None else old_consent.granted
-            if old_granted != (None if new_consent is None else new_consent.granted):
-                changed.update(readers)
-    if before.segments is not after.segments:
-        for segment_id in before.segments.keys() ^ after.segments.keys():
-            changed.update(catalog.readers.get(segment_id, ()))
-            position = catalog.position.get(segment_id)
-            if position is not None:
-                changed.add(position)
-    return changed & catalog.timed
+def changed_consents(
+    by_consent: Mapping[str, AbstractSet[int]], before: Profile, after: Profile, into: set[int]
+) -> None:
+    """Add to ``into`` the readers (``by_consent``) of the consents granted differently."""
+    old_consents, new_consents = before.consent, after.consent
+    for name, readers in by_consent.items():
+        old, new = old_consents.get(name), new_consents.get(name)
+        if old is new:
+            continue
+        if (None if old is None else old.granted) != (None if new is None else new.granted):
+            into.update(readers)
 
 
 def _evaluate(
@@ -587,11 +527,13 @@ def _evaluate(
     queued: set[int],
     now: datetime,
     settled: Settled | None = None,
+    now_us: int | None = None,
 ) -> tuple[Profile, list[MembershipChange]]:
     """Evaluate the ``queued`` positions of ``after`` (whose memberships are now ``members``).
 
     With ``settled``, time-dependent segments are settled rather than only
-    evaluated, and what that found is put there (``Settled``).
+    evaluated, and what that found is put there (``Settled``). ``now_us``:
+    ``now`` in microseconds, if the caller has it.
     """
     # Evaluated in catalog order (a segment after those it reads); a change
     # queues the segments reading the one that changed, which come later.
@@ -600,19 +542,18 @@ def _evaluate(
     # once) only when a condition asks; only ``segments`` changes between
     # evaluations, when a membership does.
     context = ProfileContext(after, now, segments=members, read_aggregate=states.read)
-    segments = catalog.segments
-    bounds = catalog.time_bounds if settled is not None else None
-    now_us = to_micros(now)
+    steps = catalog.steps
+    if now_us is None:
+        now_us = to_micros(now)
+    owned = False
+    """Whether ``members`` is this evaluation's own copy (made at the first change)."""
     index = 0
     while index < len(pending):
         position = pending[index]
-        segment = segments[position]
         index += 1
-        definition = segment.definition
-        segment_id = definition.id
-        settle = None if bounds is None else bounds.get(position)
+        segment_id, version, evaluate, settle = steps[position]
         if settle is None or settled is None:
-            is_member = segment.condition.evaluate(context)
+            is_member = evaluate(context)
         else:
             # The same value, and when time may change it: a segment read
             # again later (a membership it reads changed) is settled again.
@@ -621,24 +562,24 @@ def _evaluate(
             settled[position] = found
         current = members.get(segment_id)
         if is_member == (current is not None):
-            if current is not None and current.version != definition.version:
+            if current is not None and current.version != version:
                 # Still a member under the new rule: no exit and re-entry.
-                members = {
-                    **members,
-                    segment_id: Membership(
-                        version=definition.version, entered_at=current.entered_at
-                    ),
-                }
-                context.segments = members
+                if not owned:
+                    members = dict(members)
+                    owned = True
+                    context.segments = members
+                members[segment_id] = Membership(version=version, entered_at=current.entered_at)
             continue
-        members = dict(members)
+        if not owned:
+            members = dict(members)
+            owned = True
+            context.segments = members
         if is_member:
-            members[segment_id] = Membership(version=definition.version, entered_at=now)
-            changes.append(MembershipChange(segment_id, definition.version, True))
+            members[segment_id] = Membership(version=version, entered_at=now)
+            changes.append(MembershipChange(segment_id, version, True))
         elif current is not None:
             del members[segment_id]
             changes.append(MembershipChange(segment_id, current.version, False))
-        context.segments = members
         for reader_position in catalog.readers.get(segment_id, ()):
             if reader_position not in queued:
                 # Later in the order unless a cycle was broken: then next.
@@ -651,31 +592,33 @@ def _evaluate(
 
 
 def _affected(
-    catalog: SegmentCatalog, before: Profile | None, after: Profile, fed: Collection[str]
+    catalog: SegmentCatalog,
+    before: Profile | None,
+    after: Profile,
+    fed: Collection[str],
+    stale: Collection[str],
+    excluded: frozenset[int] = NOTHING,
 ) -> set[int]:
     """The positions of the segments to re-evaluate (see ``update_memberships``).
 
-    ``fed``: the aggregates whose state the event changed.
+    ``fed``: the aggregates whose state the event changed; ``stale``: ``after``'s
+    memberships that are outdated or gone (``_stale``). Those in ``excluded``
+    (none of them a membership) are left out.
     """
     if before is None:
-        return set(range(len(catalog.segments)))
+        return set(range(len(catalog.segments))) - excluded
     affected: set[int] = set()
+    by_aggregate, by_trait, by_consent, _ = catalog.inputs_without(excluded)
     for aggregate_id in fed:
         # Aggregates only journeys read (``with_aggregates``) queue no segment.
-        affected.update(catalog.by_aggregate.get(aggregate_id, ()))
+        affected.update(by_aggregate.get(aggregate_id, ()))
     # Applying an event keeps the same dict when it changes no trait (consent).
     if before.traits is not after.traits:
-        for name, readers in catalog.by_trait.items():
-            old, new = before.traits.get(name), after.traits.get(name)
-            if (None if old is None else old.value) != (None if new is None else new.value):
-                affected.update(readers)
+        changed_traits(by_trait, before, after, affected)
     if before.consent is not after.consent:
-        for name, readers in catalog.by_consent.items():
-            old_consent, new_consent = before.consent.get(name), after.consent.get(name)
-            old_granted = None if old_consent is None else old_consent.granted
-            if old_granted != (None if new_consent is None else new_consent.granted):
-                affected.update(readers)
-    affected.update(_outdated(catalog, after))
+        changed_consents(by_consent, before, after, affected)
+    if stale:
+        affected.update(_outdated(catalog, stale))
     return affected
 
 
@@ -702,26 +645,38 @@ def _untouched(catalog: SegmentCatalog, profile: Profile, event: Event) -> bool:
     return True
 
 
-def _gone(catalog: SegmentCatalog, members: Mapping[str, Membership]) -> list[str]:
-    """The ids of the segments in ``members`` that are gone (``SegmentCatalog.keeps``), sorted."""
+def _stale(catalog: SegmentCatalog, members: Mapping[str, Membership]) -> list[str]:
+    """The ids of the memberships not recorded under their segment's current version.
+
+    Those of segments gone (``_gone``, if the catalog does not keep them) and
+    those outdated (``_outdated``): usually none, found in one pass.
+    """
+    version = catalog.versions.get
+    return [segment_id for segment_id, m in members.items() if version(segment_id) != m.version]
+
+
+def _gone(
+    catalog: SegmentCatalog, members: Mapping[str, Membership], stale: Iterable[str]
+) -> list[str]:
+    """The ids of the segments in ``members`` that are gone (``SegmentCatalog.keeps``), sorted.
+
+    ``stale``: ``_stale(catalog, members)``.
+    """
     versions = catalog.versions
-    if members.keys() <= versions.keys():
-        return []
     return sorted(
         segment_id
-        for segment_id, membership in members.items()
-        if segment_id not in versions and not catalog.keeps(segment_id, membership)
+        for segment_id in stale
+        if segment_id not in versions and not catalog.keeps(segment_id, members[segment_id])
     )
 
 
-def _outdated(catalog: SegmentCatalog, profile: Profile) -> list[int]:
-    """Positions of the segments ``profile`` is a member of under another version."""
-    versions = catalog.versions
-    return [
-        catalog.position[segment_id]
-        for segment_id, membership in profile.segments.items()
-        if versions.get(segment_id, membership.version) != membership.version
-    ]
+def _outdated(catalog: SegmentCatalog, stale: Iterable[str]) -> list[int]:
+    """Positions of the segments a profile is a member of under another version.
+
+    ``stale``: ``_stale`` of its memberships.
+    """
+    position = catalog.position
+    return [position[segment_id] for segment_id in stale if segment_id in position]
 
 
 def _referenced_first(compiled: Mapping[str, CompiledSegment]) -> tuple[CompiledSegment, ...]:

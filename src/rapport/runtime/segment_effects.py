@@ -33,10 +33,10 @@ import structlog
 from rapport.core.computed_traits import ComputedTraitCatalog, refresh_computed_traits
 from rapport.core.identity import EventClaims, Resolution
 from rapport.core.model import Event, LogEntry, Profile, ScheduledEvent
+from rapport.core.segment_timers import next_membership_change
 from rapport.core.segments import (
     MembershipChange,
     SegmentCatalog,
-    next_membership_change,
     refresh_memberships,
     update_memberships,
 )

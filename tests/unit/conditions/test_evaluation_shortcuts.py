@@ -18,11 +18,11 @@ from rapport.core.conditions.aggregates import AggregateSpec
 from rapport.core.conditions.dispatch import EventDispatch
 from rapport.core.model import Event
 from rapport.core.profiles import new_profile
+from rapport.core.segment_timers import next_membership_change
 from rapport.core.segments import (
     SegmentCatalog,
     SegmentDefinition,
     Settled,
-    next_membership_change,
     update_memberships,
 )
 

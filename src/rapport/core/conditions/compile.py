@@ -238,7 +238,7 @@ class _Compiler:
             return (
                 evaluate,
                 lambda context, now: context.aggregate(aggregate_id).next_expiry_us,
-                _aggregate_settle(evaluate, aggregate_id, spec, node["op"]),
+                _aggregate_settle(test, aggregate_id, spec, node["op"]),
             )
 
         interval_of = comparison.interval_of
@@ -295,9 +295,9 @@ def _cost(node: Mapping[str, Any]) -> int:
 
 
 def _aggregate_settle(
-    evaluate: Evaluate, aggregate_id: str, spec: AggregateSpec, op: str
+    test: Callable[[Any], bool], aggregate_id: str, spec: AggregateSpec, op: str
 ) -> Settle:
-    """``settle`` of a windowed aggregate compared with a fixed value.
+    """``settle`` of a windowed aggregate compared with a fixed value (``test``).
 
     Time only removes events from a window, so it moves some aggregates one
     way: a count (or distinct count, or maximum) per key can only fall, a
@@ -306,6 +306,9 @@ def _aggregate_settle(
     order comparison accepts). So "at least 3" that is false now stays
     false (for every key), "at most 3" without ``key`` that is true stays
     true, and the next expiry is when the value may change otherwise.
+
+    The value is the node's ``evaluate`` over one reading of the aggregate,
+    which also gives the next expiry: read once, not once for each.
     """
     upward = op in ("gt", "gte")
     downward = op in ("lt", "lte")
@@ -313,11 +316,29 @@ def _aggregate_settle(
     stays_false = (upward and kind in _NON_INCREASING) or (downward and kind == "min")
     stays_true = downward and kind in _COUNTS and spec.key is None
 
+    if spec.key is not None:
+
+        def settle_keyed(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+            reading = context.aggregate(aggregate_id)
+            value = False
+            for v in reading.values.values():
+                if test(v):
+                    value = True
+                    break
+            if stays_true if value else stays_false:
+                return value, None
+            return value, reading.next_expiry_us
+
+        return settle_keyed
+
+    empty = empty_value(kind)
+
     def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
-        value = bool(evaluate(context))
+        reading = context.aggregate(aggregate_id)
+        value = bool(test(reading.values.get("", empty)))
         if stays_true if value else stays_false:
             return value, None
-        return value, context.aggregate(aggregate_id).next_expiry_us
+        return value, reading.next_expiry_us
 
     return settle
 
@@ -439,6 +460,21 @@ def _settle_all(children: list[_Node], *, deciding: bool) -> Settle | None:
         return None
     timeless = tuple(evaluate for evaluate, _, settle in children if settle is None)
     timed = tuple(settle for _, _, settle in children if settle is not None)
+    if len(timed) == 1:
+        # One part that time can change ("viewed 3 times" and "lives in Lyon"): when
+        # the others leave the whole to it, the whole is that part, value and
+        # instant (every ``settle`` gives a ``bool``: see the loop below).
+        only = timed[0]
+        if not timeless:
+            return only
+
+        def settle_one(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+            for test in timeless:
+                if bool(test(context)) is deciding:
+                    return deciding, None
+            return only(context, now)
+
+        return settle_one
 
     def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
         for test in timeless:
