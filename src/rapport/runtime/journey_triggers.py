@@ -73,7 +73,7 @@ from rapport.runtime.journey_schedules import (
     run_to_make,
     schedule_row,
 )
-from rapport.runtime.progress import Progress
+from rapport.runtime.log_consumer import LogConsumer
 from rapport.storage.base import EventLog, ProcessingBatch, Storage
 from rapport.storage.journey_signals import CONTROL_SOURCE, PUBLISHED_EVENT, RESUME_REQUESTED
 
@@ -97,7 +97,7 @@ def is_control(event: Event) -> bool:
     return event.source == CONTROL_SOURCE or is_business_event(event)
 
 
-class JourneyTriggers:
+class JourneyTriggers(LogConsumer):
     """Follows the log and fans control events out (see the module doc)."""
 
     def __init__(
@@ -113,7 +113,7 @@ class JourneyTriggers:
         batch_size: int = 500,
         page_size: int = PAGE_SIZE,
     ) -> None:
-        self._storage = storage
+        super().__init__(storage, consumer)
         self._log = log
         self._clock = clock
         self._rules = rules
@@ -121,7 +121,6 @@ class JourneyTriggers:
         self.on_appended = on_appended
         self.on_scheduled: Callable[[], None] | None = None
         """Called after a commit that scheduled a run (the relay's ``notify``)."""
-        self.consumer = consumer
         self.batch_size = batch_size
         self.page_size = page_size
         self._catalogs = JourneyCatalogs(storage)
@@ -129,33 +128,18 @@ class JourneyTriggers:
         """Workspaces whose schedules this process has reconciled."""
         self._seen: dict[int, datetime] = {}
         """When each control event not handled yet was first read (log offset -> now)."""
-        self._offset: int | None = None
-        self._committed = 0
         self._committed_at = 0.0
-        self._wake = asyncio.Event()
-        self._progress = Progress(lambda: self.handled_offset)
         self.running = False
         self.appended_total = 0
         """Internal events appended since start (duplicates not counted)."""
 
     @property
     def handled_offset(self) -> int:
-        return self._offset or 0
-
-    async def load_offset(self) -> int:
-        self._offset = self._committed = await self._storage.consumer_offset(self.consumer)
-        await self._announce()
-        return self._offset
-
-    def notify(self) -> None:
-        self._wake.set()
+        return self.consumed_offset
 
     async def wait_handled(self, offset: int, timeout: float) -> bool:
         """Wait until the log up to ``offset`` is handled; False on timeout."""
-        return await self._progress.reached(offset, timeout)
-
-    async def _announce(self) -> None:
-        await self._progress.announce()
+        return await self.reached(offset, timeout)
 
     # -- one step ------------------------------------------------------------
     async def run_once(self) -> int:

@@ -42,8 +42,8 @@ import structlog
 
 from rapport.core.model import LogEntry
 from rapport.core.segments import is_segment_id
+from rapport.runtime.log_consumer import LogConsumer
 from rapport.runtime.processor import SEGMENT_ENTERED, SEGMENT_EVENT_SOURCE, SEGMENT_EXITED
-from rapport.runtime.progress import Progress
 from rapport.storage.base import EventLog, Storage
 from rapport.storage.membership_index import MembershipBatch, SegmentChange
 
@@ -109,7 +109,7 @@ def segment_change(entry: LogEntry) -> SegmentChange | None:
     )
 
 
-class MembershipIndexer:
+class MembershipIndexer(LogConsumer):
     """Keeps the membership index up to date with the event log."""
 
     def __init__(
@@ -124,42 +124,27 @@ class MembershipIndexer:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._storage = storage
+        super().__init__(storage, consumer)
         self._log = log
         self._upstream = upstream
-        self.consumer = consumer
         self.batch_size = batch_size
         self._monotonic = monotonic
-        self._offset: int | None = None
-        self._committed = 0
-        """The offset storage holds for this consumer, as far as this indexer knows."""
         self._committed_at = monotonic()
-        self._wake = asyncio.Event()
-        self._progress = Progress(lambda: self.indexed_offset)
         self.changes_total = 0
         """Membership changes indexed since start."""
 
     @property
     def indexed_offset(self) -> int:
         """Offset up to which every membership change in the log is in the index."""
-        return self._offset or 0
+        return self.consumed_offset
 
     async def load_offset(self) -> int:
-        self._offset = self._committed = await self._storage.consumer_offset(self.consumer)
         self._committed_at = self._monotonic()
-        await self._announce()
-        return self._offset
-
-    def notify(self) -> None:
-        """Wake an idle ``run`` loop: membership events may have been appended."""
-        self._wake.set()
+        return await super().load_offset()
 
     async def wait_indexed(self, offset: int, timeout: float) -> bool:
         """Wait until the index covers the log up to ``offset``; False on timeout."""
-        return await self._progress.reached(offset, timeout)
-
-    async def _announce(self) -> None:
-        await self._progress.announce()
+        return await self.reached(offset, timeout)
 
     # -- one step ------------------------------------------------------------
     async def run_once(self) -> int:

@@ -143,6 +143,7 @@ from rapport.runtime.journey_effects import (
     is_timer,
 )
 from rapport.runtime.journey_triggers import is_control
+from rapport.runtime.log_consumer import LogConsumer
 from rapport.runtime.processing_failures import FAILURE_CODE as FAILURE_CODE
 from rapport.runtime.processing_failures import MAX_FAILURE_PAYLOAD as MAX_FAILURE_PAYLOAD
 from rapport.runtime.processing_failures import failed, failure, log_refusals, skip_next
@@ -180,7 +181,7 @@ MAX_BACKOFF = 5.0
 PROFILE_ID_PREFIX = "prof"
 
 
-class Processor:
+class Processor(LogConsumer):
     def __init__(
         self,
         storage: Storage,
@@ -200,14 +201,12 @@ class Processor:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._storage = storage
+        super().__init__(storage, consumer)
         self._log = log
         self._clock = clock
         self._ids = ids
         self._rules = rules
-        self.consumer = consumer
         self.batch_size = batch_size
-        self._offset: int | None = None
         self._cache = ProfileCache(cache_profiles)
         self.on_scheduled = on_scheduled
         self.on_outbox: Callable[[], None] | None = None
@@ -219,8 +218,6 @@ class Processor:
         self._backfiller = Backfiller(storage, clock, self._catalogs, computed=self._computed)
         self._upcoming: Step | None = None
         """The step built while the previous one committed, if any."""
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
         self.processed_total = 0
         """Events processed since start (failed ones included)."""
         self.failed_total = 0
@@ -235,7 +232,7 @@ class Processor:
     @property
     def processed_offset(self) -> int:
         """Offset up to which the log is processed and committed (0 before loading)."""
-        return self._offset or 0
+        return self.consumed_offset
 
     async def load_offset(self) -> int:
         """Read the committed offset of this consumer from storage.
@@ -245,26 +242,11 @@ class Processor:
         """
         self._cache.clear()
         self._upcoming = None
-        self._offset = await self._storage.consumer_offset(self.consumer)
-        await self._announce()
-        return self._offset
-
-    def notify(self) -> None:
-        """Wake an idle ``run`` loop: new events were appended."""
-        self._wake.set()
+        return await super().load_offset()
 
     async def wait_processed(self, offset: int, timeout: float) -> bool:
         """Wait until everything up to ``offset`` is processed; False on timeout."""
-        if self.processed_offset >= offset:
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout), self._progress:
-                await self._progress.wait_for(lambda: self.processed_offset >= offset)
-        return self.processed_offset >= offset
-
-    async def _announce(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+        return await self.reached(offset, timeout)
 
     # -- the loop ------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
