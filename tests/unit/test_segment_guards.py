@@ -75,7 +75,8 @@ def test_one_lookup_rules_out_the_other_cities_but_never_a_membership() -> None:
             {"city": frozenset({"Lyon", "Oslo"})},
             {},
             {"plan": frozenset({"gold"})},  # the only segment on plan: not worth a lookup
-        ]
+        ],
+        ["lyon", "oslo", "either", "any", "gold"],
     )
     position = {"lyon": 0, "oslo": 1, "either": 2}
     every = {0, 1, 2, 3, 4}
@@ -86,7 +87,11 @@ def test_one_lookup_rules_out_the_other_cities_but_never_a_membership() -> None:
     assert guards.ruled_out({0, 3}, {}, {}, position) == {0}, "only among those asked about"
     member = {"lyon": Membership(version=1, entered_at=NOW)}
     assert guards.ruled_out(every, traits(city="Oslo"), member, position) == set()
-    assert not Guards([{}, {"plan": frozenset({"gold"})}])
+    assert guards.exclusion(traits(city="Lyon")) == ({1}, {"oslo"})
+    assert guards.exclusion(traits(city="Austin")) == ({0, 1, 2}, {"lyon", "oslo", "either"})
+    assert not Guards([{}, {"plan": frozenset({"gold"})}], ["any", "gold"])
+    with pytest.raises(ValueError, match="one id per segment"):
+        Guards([{}], [])
 
 
 def definition(segment_id: str, condition: Any) -> SegmentDefinition:

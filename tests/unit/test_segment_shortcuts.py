@@ -109,8 +109,8 @@ def test_guards_rule_out_what_the_requirements_say_lookup_after_lookup(
     requirements: list[dict[str, frozenset[str]]],
     lookups: list[tuple[dict[str, Any], set[int], set[int]]],
 ) -> None:
-    guards = Guards(requirements)
     position = {f"s{p}": p for p in range(len(requirements))}
+    guards = Guards(requirements, list(position))
     # Each combination twice: the second answer comes from what the first kept.
     for values, among, members in lookups + lookups:
         among = {p for p in among if p < len(requirements)}
@@ -122,10 +122,15 @@ def test_guards_rule_out_what_the_requirements_say_lookup_after_lookup(
         assert allowed == among - expected
         assert allowed is not among, "a new set: the caller's is left as it was"
         assert guards.allowed(frozenset(among), traits, member_ids, position) == among - expected
+        excluded, excluded_ids = guards.exclusion(traits)
+        assert excluded == guards.excluded(traits)
+        assert excluded_ids == {f"s{p}" for p in excluded}
 
 
 def test_a_member_ruled_out_by_her_new_city_is_still_allowed() -> None:
-    guards = Guards([{"city": frozenset({"Lyon"})}, {"city": frozenset({"Oslo"})}])
+    guards = Guards(
+        [{"city": frozenset({"Lyon"})}, {"city": frozenset({"Oslo"})}], ["lyon", "oslo"]
+    )
     position = {"lyon": 0, "oslo": 1}
     oslo = trait_values({"city": "Oslo"})
     member = {"lyon": Membership(version=1, entered_at=NOW)}
@@ -146,7 +151,7 @@ def test_a_timer_from_what_the_evaluation_settled_is_the_timer_from_scratch(
     catalog = pool_catalog(segment_ids)
     # The same segments, every one looked at: what the guards leave out is false for good.
     unguarded = copy.copy(catalog)
-    unguarded.guards = Guards([])
+    unguarded.guards = Guards([], [])
     now = T0
     profile = Profile(id="p", workspace_id="ws", created_at=T0, updated_at=T0)
     profile, _ = update_memberships(catalog, None, profile, tick(now, 0), now)
@@ -211,7 +216,7 @@ def test_a_member_of_a_segment_her_traits_rule_out_still_gets_its_timer() -> Non
     expected = first + timedelta(hours=1)
     assert next_membership_change(catalog, stale, now, since) == expected
     unguarded = copy.copy(catalog)
-    unguarded.guards = Guards([])
+    unguarded.guards = Guards([], [])
     assert next_membership_change(unguarded, stale, now, since) == expected
 
 

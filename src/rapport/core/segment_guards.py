@@ -21,6 +21,10 @@ from collections.abc import Set as AbstractSet
 
 from rapport.core.model import Membership, TraitValue
 
+Exclusion = tuple[frozenset[int], frozenset[str]]
+"""Positions of segments ruled out, and their ids (``Guards.exclusion``)."""
+NO_EXCLUSION: Exclusion = (frozenset(), frozenset())
+
 MAX_GUARDING_TRAITS = 8
 """Traits looked up per evaluation at most: those that rule out the most segments."""
 _MAX_COMBINATIONS = 4096
@@ -30,10 +34,16 @@ _MAX_COMBINATIONS = 4096
 class Guards:
     """Positions of segments (in a catalog's order) ruled out by a profile's trait values."""
 
-    __slots__ = ("_excluded", "_shared", "_traits")
+    __slots__ = ("_excluded", "_ids", "_names", "_shared", "_traits")
 
-    def __init__(self, requirements: Sequence[Mapping[str, frozenset[str]]]) -> None:
-        """``requirements[position]``: the segment's ``CompiledCondition.requirements``."""
+    def __init__(
+        self, requirements: Sequence[Mapping[str, frozenset[str]]], ids: Sequence[str]
+    ) -> None:
+        """``requirements[position]``: the segment's ``CompiledCondition.requirements``;
+        ``ids[position]``: its id."""
+        if len(ids) != len(requirements):
+            raise ValueError("one id per segment")
+        self._ids = tuple(ids)
         required: dict[str, dict[int, frozenset[str]]] = {}
         for position, needs in enumerate(requirements):
             for trait, texts in needs.items():
@@ -57,20 +67,22 @@ class Guards:
             traits
         )
         """``(trait, text -> positions it rules out, positions any other value rules out)``."""
-        self._excluded: dict[tuple[str | None, ...], frozenset[int]] = {}
-        """The guarding traits' texts (``None``: no text) -> every position they rule out:
-        a profile's look-up is one intersection (few combinations: cities, plans)."""
-        self._shared: dict[frozenset[int], frozenset[int]] = {}
-        """Each distinct set in ``_excluded``, once (as many as texts segments name)."""
+        self._names = tuple(trait for trait, _, _ in traits)
+        self._excluded: dict[tuple[str | None, ...], Exclusion] = {}
+        """The guarding traits' texts (``None``: no text) -> every position they rule out
+        and those segments' ids: a profile's look-up is one dict look-up (few
+        combinations: cities, plans)."""
+        self._shared: dict[frozenset[int], Exclusion] = {}
+        """Each distinct answer in ``_excluded``, once (as many as texts segments name)."""
 
     def __bool__(self) -> bool:
         return bool(self._traits)
 
-    def _ruling_out(self, texts: tuple[str | None, ...]) -> frozenset[int]:
-        """Every position the guarding traits' ``texts`` rule out (kept for the next profile)."""
+    def _ruling_out(self, texts: tuple[str | None, ...]) -> Exclusion:
+        """What the guarding traits' ``texts`` rule out (kept for the next profile)."""
         excluded = self._excluded.get(texts)
         if excluded is None:
-            excluded = frozenset().union(
+            positions: frozenset[int] = frozenset().union(
                 *(
                     every if text is None else by_text.get(text, every)
                     for (_, by_text, every), text in zip(self._traits, texts, strict=True)
@@ -79,18 +91,35 @@ class Guards:
             if len(self._excluded) >= _MAX_COMBINATIONS:
                 self._excluded.clear()
                 self._shared.clear()
-            # Texts no segment names rule out the same: one set for all of them.
-            self._excluded[texts] = excluded = self._shared.setdefault(excluded, excluded)
+            # Texts no segment names rule out the same: one answer for all of them.
+            excluded = self._shared.get(positions)
+            if excluded is None:
+                ids = frozenset(self._ids[p] for p in positions)
+                excluded = self._shared[positions] = (positions, ids)
+            self._excluded[texts] = excluded
         return excluded
+
+    def exclusion(self, traits: Mapping[str, TraitValue]) -> Exclusion:
+        """Every position ``traits`` rule out, members or not, and those segments' ids.
+
+        With the ids, whether a profile is a member of one is a set operation
+        on her memberships' keys (``frozenset.isdisjoint``).
+        """
+        texts: list[str | None] = []
+        for trait in self._names:
+            stored = traits.get(trait)
+            if stored is None:
+                texts.append(None)
+            else:
+                value = stored.value
+                texts.append(value if type(value) is str else None)
+        key = tuple(texts)
+        found = self._excluded.get(key)
+        return self._ruling_out(key) if found is None else found
 
     def excluded(self, traits: Mapping[str, TraitValue]) -> frozenset[int]:
         """Every position ``traits`` rule out, members or not."""
-        texts: list[str | None] = []
-        for trait, _, _ in self._traits:
-            stored = traits.get(trait)
-            value = None if stored is None else stored.value
-            texts.append(value if type(value) is str else None)
-        return self._ruling_out(tuple(texts))
+        return self.exclusion(traits)[0]
 
     def ruled_out(
         self,

@@ -22,6 +22,7 @@ from rapport.core.aggregate_states import AggregateStates
 from rapport.core.conditions import ProfileContext
 from rapport.core.conditions.instants import from_micros, to_micros
 from rapport.core.model import Profile
+from rapport.core.segment_guards import NO_EXCLUSION
 from rapport.core.segments import (
     NOTHING,
     SegmentCatalog,
@@ -74,8 +75,9 @@ def next_membership_change(
         kept = since.segment_timer_at
         # The segments her traits rule out are left out as the inputs are compared,
         # unless she is a member of one (her city changed): then ``_first_change``.
-        excluded = catalog.guards.excluded(profile.traits) if catalog.guards else NOTHING
-        if excluded and not excluded.isdisjoint(map(catalog.position.get, profile.segments)):
+        guards = catalog.guards
+        excluded, excluded_ids = guards.exclusion(profile.traits) if guards else NO_EXCLUSION
+        if not excluded_ids.isdisjoint(profile.segments):
             excluded = NOTHING
         guarded = bool(excluded)
         positions = _changed_inputs(catalog, since, profile, excluded)
@@ -103,6 +105,7 @@ def _first_change(
     now_us = to_micros(now)
     members = profile.segments
     segments = catalog.segments
+    ids = catalog.ids
     horizon = _NEVER if before is None else before
     # What the evaluation found (``settled``) stands for its positions. Segments
     # the profile's traits rule out are left out: false, and time cannot change
@@ -117,11 +120,7 @@ def _first_change(
             unknown = guards.allowed(unknown, profile.traits, members, catalog.position)
         if known:
             excluded = guards.excluded(profile.traits)
-            known = [
-                (p, found)
-                for p, found in known
-                if p not in excluded or segments[p].definition.id in members
-            ]
+            known = [(p, found) for p, found in known if p not in excluded or ids[p] in members]
     states: AggregateStates | None = None
     contexts: dict[int, ProfileContext] = {}
 
@@ -146,7 +145,7 @@ def _first_change(
     for position in unknown:
         known.append((position, settles[position](context_at(now_us), now_us)))
     for position, (value, instant) in known:
-        if value != (segments[position].definition.id in members):
+        if value != (ids[position] in members):
             # Not evaluated since its definition changed (not backfilled
             # yet): whichever way time moves its value, the timer at its
             # next input change re-evaluates it (a negative position says so).
@@ -167,7 +166,7 @@ def _first_change(
         if position < 0:
             return instant
         value, following = settles[position](context_at(instant), instant)
-        if value != (segments[position].definition.id in members):
+        if value != (ids[position] in members):
             return instant
         if following is not None and instant < following < horizon:
             heapq.heappush(pending, (following, position))
@@ -189,15 +188,18 @@ def _changed_inputs(
     by_aggregate, by_trait, by_consent, readers = catalog.inputs_without(excluded, timed=True)
     if before.aggregates is not after.aggregates:
         # A state the profile kept is the very same object: compare texts only
-        # where the objects differ.
+        # where the objects differ (in one pass: no list of those first).
         old_states, new_states = before.aggregates, after.aggregates
         if old_states.keys() != new_states.keys():  # rare: no new set in the usual case
             for aggregate_id in old_states.keys() ^ new_states.keys():
                 changed.update(by_aggregate.get(aggregate_id, ()))
         previous = old_states.get
-        for aggregate_id in [i for i, text in new_states.items() if previous(i, text) is not text]:
-            if previous(aggregate_id) != new_states[aggregate_id]:
-                changed.update(by_aggregate.get(aggregate_id, ()))
+        for aggregate_id, text in new_states.items():
+            old = previous(aggregate_id, text)
+            if old is not text and old != text:
+                counting = by_aggregate.get(aggregate_id)
+                if counting is not None:
+                    changed.update(counting)
     if before.traits is not after.traits:
         changed_traits(by_trait, before, after, changed)
     if before.consent is not after.consent:

@@ -59,7 +59,7 @@ from rapport.core.conditions.compile import Evaluate, Settle
 from rapport.core.conditions.dispatch import EventDispatch
 from rapport.core.conditions.instants import to_micros
 from rapport.core.model import Event, Membership, Profile
-from rapport.core.segment_guards import Guards
+from rapport.core.segment_guards import NO_EXCLUSION, Guards
 from rapport.core.versions import ACTIVE, next_version, tombstone
 from rapport.core.versions import DELETED as DELETED  # re-exported
 
@@ -226,6 +226,8 @@ class SegmentCatalog:
         self.segments: tuple[CompiledSegment, ...] = _referenced_first(compiled)
         """Every segment after the segments its condition reads."""
         self.position = {s.definition.id: index for index, s in enumerate(self.segments)}
+        self.ids: tuple[str, ...] = tuple(s.definition.id for s in self.segments)
+        """Per position: the segment's id."""
         self.versions = {s.definition.id: s.definition.version for s in self.segments}
         self.aggregators: dict[str, Aggregator] = {}
         self.aggregators_by_event: dict[str, list[tuple[str, Aggregator]]] = {}
@@ -263,7 +265,9 @@ class SegmentCatalog:
         )
         """Per position: the segment's id, version, ``evaluate`` and ``settle`` (as in
         ``time_bounds``), what evaluating it takes (``_evaluate``)."""
-        self.guards = Guards([segment.condition.requirements for segment in self.segments])
+        self.guards = Guards(
+            [segment.condition.requirements for segment in self.segments], self.ids
+        )
         """Segments a profile's traits rule out (``segment_guards``): never evaluated."""
         for position, segment in enumerate(self.segments):
             condition = segment.condition
@@ -417,8 +421,8 @@ def update_memberships(
     # Segments her traits rule out are left out as the affected ones are gathered,
     # unless she is a member of one (her city changed): then afterwards.
     guards = catalog.guards
-    excluded = guards.excluded(after.traits) if guards else NOTHING
-    if excluded and not excluded.isdisjoint(map(catalog.position.get, members)):
+    excluded, excluded_ids = guards.exclusion(after.traits) if guards else NO_EXCLUSION
+    if not excluded_ids.isdisjoint(members):
         queued = _affected(catalog, before, after, states.changed, stale)
         queued = guards.allowed(queued, after.traits, members, catalog.position)
     else:

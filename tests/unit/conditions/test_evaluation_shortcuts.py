@@ -2,7 +2,8 @@
 
 * ``EventDispatch.candidates`` never leaves out an aggregate an event matches;
 * the ``Settled`` an evaluation hands to ``next_membership_change`` gives
-  the same timer as settling every segment again.
+  the same timer as settling every segment again;
+* a trait compared with a list of texts gives what ``comparisons.membership`` gives.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rapport.core.conditions import Aggregator
+from rapport.core.conditions import Aggregator, SnapshotContext, compile_condition
 from rapport.core.conditions.aggregates import AggregateSpec
+from rapport.core.conditions.comparisons import compile_comparison
 from rapport.core.conditions.dispatch import EventDispatch
 from rapport.core.model import Event
 from rapport.core.profiles import new_profile
@@ -27,6 +29,8 @@ from rapport.core.segments import (
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+_ABSENT = object()
+"""No value at all (the trait is not set)."""
 TEXTS = ("shoes", "bags", "x]", ",0,[],false,null,0,null,0,null]", "")
 VALUES: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(TEXTS), st.integers(-3, 3), st.sampled_from([None, True, 2.5, 1e300])
@@ -166,3 +170,23 @@ def test_settled_hints_give_the_timer_settling_again_gives(
         profile, _ = update_memberships(cat, profile, profile, view(now, properties), now, settled)
         with_hints = next_membership_change(cat, profile, now, None, settled)
         assert with_hints == next_membership_change(cat, profile, now)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    options=st.lists(st.sampled_from(TEXTS), max_size=3),
+    value=st.one_of(VALUES, st.lists(st.sampled_from(TEXTS), max_size=2), st.just(_ABSENT)),
+    negated=st.booleans(),
+)
+def test_a_trait_among_texts_is_what_the_comparison_says(
+    options: list[str], value: Any, negated: bool
+) -> None:
+    # "plan in [gold, silver]" is compiled without ``comparisons.membership``.
+    node: dict[str, Any] = {"trait": "plan", "op": "in", "value": options}
+    expected = compile_comparison("in", options).test
+    assert expected is not None
+    traits = {} if value is _ABSENT else {"plan": value}
+    context = SnapshotContext(now=NOW, traits=traits)
+    holds = expected(None if value is _ABSENT else value)
+    tree = {"not": node} if negated else node
+    assert compile_condition(tree).evaluate(context) is (holds is not negated)

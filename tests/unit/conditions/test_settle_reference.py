@@ -1,14 +1,16 @@
 """Property test: ``settle`` gives exactly what the plain rules of ``settle`` give.
 
 The compiled ``settle`` takes shortcuts: a windowed aggregate compared with
-a fixed value is read once for its value and its next expiry, and an
-``all``/``any`` with a single part that time can change hands the whole to
-that part once the other parts leave it undecided. Here the same random
-conditions as ``test_settle_properties`` are settled by a reference built
-from the rules written out plainly (each aggregate read for its value, then
-again for its expiry; every ``all``/``any`` through the general loop over
-its parts), and both answers, value and instant, must be equal at now and
-at later instants.
+a fixed value is read once for its value and its next expiry (and its
+``not`` is one closure, not a wrapper), an ``all``/``any`` with a single
+part that time can change hands the whole to that part once the other
+parts leave it undecided, and one of exactly two such parts has its loop
+unrolled. Here the same random conditions as ``test_settle_properties``
+are settled by a reference built from the rules written out plainly
+(each aggregate read for its value, then again for its expiry; every
+``all``/``any`` through the general loop over its parts), and both
+answers, value and instant, must be equal at now and at later instants;
+so must ``evaluate`` at now.
 """
 
 from __future__ import annotations
@@ -139,7 +141,11 @@ def test_settle_agrees_with_the_plain_rules(
         iso = from_micros(NOW_US + seen_minutes * MINUTE).isoformat()
         traits["seen_at"] = TraitValue(value=iso, source="s", observed_at=NOW, received_at=NOW)
     profile = Profile(id="p", workspace_id="ws", created_at=NOW, updated_at=NOW, traits=traits)
-    _, expected = reference(tree)
+    expected_value, expected = reference(tree)
+    plain = ProfileContext(
+        profile, NOW, read_aggregate=lambda i: aggregators[i].read_micros(states[i], NOW_US)
+    )
+    assert condition.evaluate(plain) == expected_value(plain)
     if condition.settle is None:
         assert expected is None
         return

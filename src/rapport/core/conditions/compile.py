@@ -10,6 +10,7 @@ can re-evaluate it at that instant (a window aging out, a date passing).
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,14 @@ from rapport.core.conditions.instants import (
     to_micros,
 )
 from rapport.core.conditions.validate import InvalidCondition, validate_condition
+
+_ORDER: Mapping[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+"""Order comparisons with a number, as ``comparisons.compile_comparison`` makes them."""
 
 Evaluate = Callable[[EvaluationContext], bool]
 NextChange = Callable[[EvaluationContext, int], "int | None"]
@@ -172,6 +181,9 @@ class _Compiler:
         if "any" in node:
             return _any([self.node(child) for child in sorted(node["any"], key=_cost)])
         if "not" in node:
+            if "event" in node["not"]:
+                # "Did not order in 90 days": one closure each, not a wrapper around the event's.
+                return self.event(node["not"], negated=True)
             inner, next_change, inner_settle = self.node(node["not"])
             return (lambda context: not inner(context)), next_change, _negated(inner_settle)
         if "trait" in node:
@@ -201,6 +213,17 @@ class _Compiler:
             if node["op"] == "equals" and type(expected) is str:
                 # The most common comparison, without the extra call.
                 return (lambda context: bool(context.trait(head) == expected)), None, None
+            listed: list[Any] = node["value"] if node["op"] == "in" else []
+            if listed and all(type(option) is str for option in listed):
+                # "Plan in [gold, platinum]": only a text can be among texts
+                # (``comparisons.membership``), without the extra call.
+                options = frozenset(listed)
+
+                def among(context: EvaluationContext) -> bool:
+                    value = context.trait(head)
+                    return type(value) is str and value in options
+
+                return among, None, None
             return (lambda context: test(context.trait(head))), None, None
 
         def read(context: EvaluationContext) -> Any:
@@ -208,7 +231,8 @@ class _Compiler:
 
         return _timed(read, comparison)
 
-    def event(self, node: dict[str, Any]) -> _Node:
+    def event(self, node: dict[str, Any], *, negated: bool = False) -> _Node:
+        """An event node, or (``negated``) the ``not`` of one."""
         spec = aggregate_spec(node)
         aggregate_id = spec.id
         self.aggregates[aggregate_id] = spec
@@ -220,13 +244,20 @@ class _Compiler:
 
         if comparison.test is not None:
             test = comparison.test
+            # Whether a key holds / the value holds: the node's value unless negated.
+            found = not negated
             if keyed:
 
                 def evaluate(context: EvaluationContext) -> bool:
-                    for v in context.aggregate(aggregate_id).values.values():  # noqa: SIM110
+                    for v in context.aggregate(aggregate_id).values.values():
                         if test(v):  # (a loop: see _all)
-                            return True
-                    return False
+                            return found
+                    return not found
+
+            elif negated:
+
+                def evaluate(context: EvaluationContext) -> bool:
+                    return not test(context.aggregate(aggregate_id).values.get("", empty))
 
             else:
 
@@ -238,8 +269,13 @@ class _Compiler:
             return (
                 evaluate,
                 lambda context, now: context.aggregate(aggregate_id).next_expiry_us,
-                _aggregate_settle(test, aggregate_id, spec, node["op"]),
+                _aggregate_settle(
+                    test, aggregate_id, spec, node["op"], node.get("value"), negated=negated
+                ),
             )
+        if negated:
+            inner, inner_next, inner_settle = self.event(node)
+            return (lambda context: not inner(context)), inner_next, _negated(inner_settle)
 
         interval_of = comparison.interval_of
         assert interval_of is not None
@@ -295,9 +331,16 @@ def _cost(node: Mapping[str, Any]) -> int:
 
 
 def _aggregate_settle(
-    test: Callable[[Any], bool], aggregate_id: str, spec: AggregateSpec, op: str
+    test: Callable[[Any], bool],
+    aggregate_id: str,
+    spec: AggregateSpec,
+    op: str,
+    bound: Any,
+    *,
+    negated: bool = False,
 ) -> Settle:
-    """``settle`` of a windowed aggregate compared with a fixed value (``test``).
+    """``settle`` of a windowed aggregate compared with a fixed value (``test``), or of its
+    ``not`` (``negated``).
 
     Time only removes events from a window, so it moves some aggregates one
     way: a count (or distinct count, or maximum) per key can only fall, a
@@ -308,37 +351,55 @@ def _aggregate_settle(
     true, and the next expiry is when the value may change otherwise.
 
     The value is the node's ``evaluate`` over one reading of the aggregate,
-    which also gives the next expiry: read once, not once for each.
+    which also gives the next expiry: read once, not once for each. Answers
+    time cannot change are made once (``decided_*``). ``bound``: the node's
+    ``value``, what an order comparison compares with.
     """
     upward = op in ("gt", "gte")
     downward = op in ("lt", "lte")
     kind = spec.aggregate
     stays_false = (upward and kind in _NON_INCREASING) or (downward and kind == "min")
     stays_true = downward and kind in _COUNTS and spec.key is None
+    # The node's value when the comparison holds (for some key) and when it does not,
+    # and that answer for good when time cannot change it.
+    holds_value = not negated
+    fails_value = negated
+    decided_holds = (holds_value, None) if stays_true else None
+    decided_fails = (fails_value, None) if stays_false else None
 
     if spec.key is not None:
 
         def settle_keyed(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
             reading = context.aggregate(aggregate_id)
-            value = False
             for v in reading.values.values():
                 if test(v):
-                    value = True
-                    break
-            if stays_true if value else stays_false:
-                return value, None
-            return value, reading.next_expiry_us
+                    # Never for good: another key may hold later, this one may not.
+                    return holds_value, reading.next_expiry_us
+            return decided_fails or (fails_value, reading.next_expiry_us)
 
         return settle_keyed
 
     empty = empty_value(kind)
+    compare = _ORDER.get(op)
+    if compare is not None and decided_holds is None:
+        # "At least 8 views", the most common shape: the comparison inlined (the
+        # same test as ``comparisons.compile_comparison``'s); holding is never
+        # for good here (``decided_holds`` is only for "at most" counts).
+
+        def settle_order(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+            reading = context.aggregate(aggregate_id)
+            v = reading.values.get("", empty)
+            if (type(v) is int or type(v) is float) and compare(v, bound):
+                return holds_value, reading.next_expiry_us
+            return decided_fails or (fails_value, reading.next_expiry_us)
+
+        return settle_order
 
     def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
         reading = context.aggregate(aggregate_id)
-        value = bool(test(reading.values.get("", empty)))
-        if stays_true if value else stays_false:
-            return value, None
-        return value, reading.next_expiry_us
+        if test(reading.values.get("", empty)):
+            return decided_holds or (holds_value, reading.next_expiry_us)
+        return decided_fails or (fails_value, reading.next_expiry_us)
 
     return settle
 
@@ -460,6 +521,8 @@ def _settle_all(children: list[_Node], *, deciding: bool) -> Settle | None:
         return None
     timeless = tuple(evaluate for evaluate, _, settle in children if settle is None)
     timed = tuple(settle for _, _, settle in children if settle is not None)
+    decided = (deciding, None)
+    """The answer once a part that time cannot change has the deciding value."""
     if len(timed) == 1:
         # One part that time can change ("viewed 3 times" and "lives in Lyon"): when
         # the others leave the whole to it, the whole is that part, value and
@@ -467,19 +530,51 @@ def _settle_all(children: list[_Node], *, deciding: bool) -> Settle | None:
         only = timed[0]
         if not timeless:
             return only
+        if len(timeless) == 1:
+            (condition,) = timeless
+
+            def settle_after_one(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+                if bool(condition(context)) is deciding:
+                    return decided
+                return only(context, now)
+
+            return settle_after_one
 
         def settle_one(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
             for test in timeless:
                 if bool(test(context)) is deciding:
-                    return deciding, None
+                    return decided
             return only(context, now)
 
         return settle_one
+    if len(timed) == 2 and not timeless:
+        # "Did not order in 90 days and viewed 8 times today": the loop below, unrolled.
+        first, second = timed
+
+        def settle_two(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
+            value, instant = first(context, now)
+            if value is deciding:
+                if instant is None:
+                    return decided
+                other, later = second(context, now)
+                if other is deciding:
+                    if later is None:
+                        return decided
+                    return deciding, later if later > instant else instant
+                return deciding, instant
+            other, later = second(context, now)
+            if other is deciding:
+                return deciding, later
+            if instant is None or (later is not None and later < instant):
+                return not deciding, later
+            return not deciding, instant
+
+        return settle_two
 
     def settle(context: EvaluationContext, now: int) -> tuple[bool, int | None]:
         for test in timeless:
             if bool(test(context)) is deciding:
-                return deciding, None
+                return decided
         latest: int | None = None
         """The latest instant of the parts having the deciding value, if any has it."""
         earliest: int | None = None
