@@ -151,3 +151,20 @@ def test_profiles_merge_whichever_form_their_states_were_stored_in() -> None:
         for aggregate_id, aggregator in cat.aggregators.items()
     }
     assert counts == {False: {"": 4}, True: {"": 2}}
+
+
+def test_feeding_candidates_observes_each_one_the_event_matches() -> None:
+    cat = catalog(twice=VIEWED_TWICE, shoes=VIEWED_SHOES)
+    profile, _ = update_memberships(cat, blank(), blank(), view(5, "shoes"), NOW)
+    candidates = list(cat.aggregators.items())
+    for event in (view(1, "shoes"), view(2, "bags")):
+        fed = AggregateStates(cat.aggregators, profile.aggregates, to_micros(NOW))
+        fed.feed(candidates, event, to_micros(event.timestamp))
+        observed = AggregateStates(cat.aggregators, profile.aggregates, to_micros(NOW))
+        for aggregate_id, aggregator in candidates:
+            if aggregator.matches(event):
+                observed.observe(aggregate_id, aggregator, event, to_micros(event.timestamp))
+        assert set(fed.changed) == set(observed.changed)
+        assert len(fed.changed) == (2 if event.properties["category"] == "shoes" else 1)
+        assert fed.encoded() == observed.encoded()
+        assert [fed.read(i) for i in cat.aggregators] == [observed.read(i) for i in cat.aggregators]

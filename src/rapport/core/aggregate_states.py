@@ -17,7 +17,7 @@ next event and her timer) saved nothing measurable.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import msgspec
 
@@ -84,6 +84,31 @@ class AggregateStates:
             self._states[aggregate_id] = after
             self._readings.pop(aggregate_id, None)
             self._changed.add(aggregate_id)
+
+    def feed(self, candidates: Iterable[tuple[str, Aggregator]], event: Event, at: int) -> None:
+        """``observe`` ``event`` (at ``at`` microseconds) in each candidate aggregate it matches.
+
+        What ``update_memberships`` does with every event: the same as one
+        ``observe`` per matching candidate, as one loop (an event feeds several).
+        """
+        states = self._states
+        stored = self._stored
+        now = self._now
+        forget = self._readings.pop
+        changed = self._changed.add
+        for aggregate_id, aggregator in candidates:
+            if not aggregator.matches(event):
+                continue
+            before = states.get(aggregate_id)
+            if before is None:
+                text = stored.get(aggregate_id)
+                before = aggregator.empty() if text is None else aggregator.decode(text)
+                states[aggregate_id] = before
+            after = aggregator.add_event_micros(before, event, at, now)
+            if after is not before:
+                states[aggregate_id] = after
+                forget(aggregate_id, None)
+                changed(aggregate_id)
 
     def read(self, aggregate_id: str) -> AggregateReading:
         """The aggregate's reading at this instant (``EvaluationContext.aggregate``)."""

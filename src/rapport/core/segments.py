@@ -405,10 +405,7 @@ def update_memberships(
     if event.type == "track" and event.event is not None:
         dispatch = catalog.dispatch.get(event.event)
         if dispatch is not None:
-            at = to_micros(event.timestamp)
-            for aggregate_id, aggregator in dispatch.candidates(event):
-                if aggregator.matches(event):
-                    states.observe(aggregate_id, aggregator, event, at)
+            states.feed(dispatch.candidates(event), event, to_micros(event.timestamp))
     members = after.segments
     changes: list[MembershipChange] = []
     stale = _stale(catalog, members)

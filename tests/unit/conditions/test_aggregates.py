@@ -19,6 +19,7 @@ from rapport.core.conditions.aggregates import (
     Aggregator,
 )
 from rapport.core.conditions.compile import aggregate_spec
+from rapport.core.conditions.instants import to_micros
 from rapport.core.model import Event
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -283,3 +284,50 @@ def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         agg.add(agg.empty(), datetime(2026, 1, 1), None, None, T0)
     assert aggregate_spec({"event": "x", "window": "1h"}).window_us == HOUR
+
+
+def test_a_text_filter_takes_only_that_text() -> None:
+    agg = aggregator(where=[{"field": "properties.category", "op": "equals", "value": "42"}])
+    taken = [
+        agg.matches(event(category=category))
+        for category in ("42", 42, 42.0, "42 ", None, ["42"], {"42": 1})
+    ]
+    assert taken == [True, False, False, False, False, False, False]
+    assert not agg.matches(event())  # no category at all
+
+
+def test_filters_on_every_part_of_an_event() -> None:
+    agg = aggregator(
+        where=[
+            {"field": "properties.category", "op": "equals", "value": "coats"},
+            {"field": "context.locale", "op": "equals", "value": "fr"},
+            {"field": "traits.plan", "op": "in", "value": ["gold"]},
+        ]
+    )
+    coats = event(category="coats")
+    assert not agg.matches(coats)
+    coats = msgspec.structs.replace(coats, context={"locale": "fr"})
+    assert not agg.matches(coats)
+    assert agg.matches(msgspec.structs.replace(coats, traits={"plan": "gold"}))
+
+
+def test_events_a_grain_apart_or_less_share_a_slot_only_within_one_stretch() -> None:
+    agg = aggregator(window="1h")  # one-second slots
+    assert agg.grain == 1_000_000
+    state = agg.empty()
+    second = T0.replace(microsecond=0)
+    for at in (
+        second + timedelta(microseconds=100),
+        second + timedelta(microseconds=900_000),  # same second: same slot
+        second + timedelta(microseconds=1_000_100),  # next second, less than a grain after
+        second + timedelta(seconds=3),  # more than a grain after
+        second + timedelta(seconds=2, microseconds=5),  # late, between two slots
+        second + timedelta(microseconds=500),  # late, into the first slot
+    ):
+        state = agg.observe(state, event(at=at), second + timedelta(seconds=3))
+    assert [(slot.at, slot.count) for slot in state.keys[""]] == [
+        (to_micros(second) + 900_000, 3),
+        (to_micros(second) + 1_000_100, 1),
+        (to_micros(second) + 2_000_005, 1),
+        (to_micros(second) + 3_000_000, 1),
+    ]

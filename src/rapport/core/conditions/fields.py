@@ -31,7 +31,12 @@ def event_field(path: str) -> Callable[[Event], Any]:
     parts = tuple(rest)
     if len(parts) == 1:
         (name,) = parts
-        return lambda event: getattr(event, root).get(name)
+        # One lambda per root: ``getattr(event, root)`` would cost a call more.
+        if root == "properties":
+            return lambda event: event.properties.get(name)
+        if root == "context":
+            return lambda event: event.context.get(name)
+        return lambda event: event.traits.get(name)
     return lambda event: walk(getattr(event, root), parts)
 
 
