@@ -104,3 +104,21 @@ async def test_reads_hand_out_their_own_events(tmp_path: Path) -> None:
         assert (await log.read(0, 10))[0].event.properties == {"n": 1}
     finally:
         await log.close()
+
+
+async def test_kept_rows_are_bounded_in_bytes_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row_bytes = len(sqlite_eventlog._encode([ev(f"0-{n:02d}", n) for n in range(10)]))
+    monkeypatch.setattr(sqlite_eventlog, "RECENT_BYTES", 2 * row_bytes)
+    log = await open_log(tmp_path / "events.db")
+    try:
+        for batch in range(4):
+            await log.append([ev(f"{batch}-{n:02d}", n) for n in range(10)])
+        # Far fewer events than RECENT_EVENTS, but only the last two rows fit.
+        assert set(log._recent_by_offset) == set(range(21, 41))
+        assert log._recent_bytes == sum(len(body) for _, _, body in log._recent_rows)
+        assert await log.read(0, 100) == (await log.read(0, 20)) + (await log.read(20, 80))
+        assert [e.offset for e in await log.read(15, 10)] == list(range(16, 26))
+    finally:
+        await log.close()

@@ -106,6 +106,33 @@ async def test_a_quiet_membership_event_reads_and_writes_no_profile() -> None:
     assert storage.loaded == []
 
 
+class RevisionCountingStorage(LoadRecordingStorage):
+    """Also counts the segment revision checks."""
+
+    async def segments_revision(self) -> int:
+        self._count("segments_revision")
+        return await super().segments_revision()
+
+
+async def test_a_step_of_membership_events_checks_the_segment_definitions_once() -> None:
+    storage = RevisionCountingStorage()
+    h = Harness(storage=storage)
+    await define(h, "s2", S2)
+    start = h.clock.now()
+    await h.log.append([view(n, "jacket", start, "u1") for n in (1, 2, 3)])
+    await h.processor.run_once()
+    await h.relay.run_due()
+    storage.calls.clear()
+    assert await h.processor.run_once() == 1, "the Segment Entered event"
+    # Deciding that nothing reads it read the catalogs; building the step uses them again.
+    assert storage.calls["segments_revision"] == 1
+    await define(h, "joiner", {"event": "Segment Entered", "window": "1d", "op": "gte", "value": 1})
+    await h.log.append([view(4, "jacket", start, "u1")])
+    storage.calls.clear()
+    assert await h.processor.run_once() == 1
+    assert storage.calls["segments_revision"] == 1, "a customer event's step checks once too"
+
+
 def definition(segment_id: str, condition: Any) -> SegmentDefinition:
     return SegmentDefinition(
         workspace_id=WS,

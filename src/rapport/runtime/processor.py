@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
 import structlog
@@ -121,6 +121,7 @@ from rapport.core.model import (
 from rapport.core.profiles import apply_event, attach_identifiers, merge_profiles, new_profile
 from rapport.core.segments import (
     MembershipChange,
+    SegmentCatalog,
     Settled,
     refresh_memberships,
     update_memberships,
@@ -134,6 +135,7 @@ from rapport.runtime.aggregate_catalogs import AggregateCatalogs
 from rapport.runtime.backfill import Backfiller
 from rapport.runtime.backfill_pages import log_done, page_batch
 from rapport.runtime.computed_catalogs import ComputedTraitCatalogs
+from rapport.runtime.journey_catalogs import JourneyCatalog
 from rapport.runtime.journey_effects import (
     JOURNEY_EVENT_SOURCE,
     JourneyRunner,
@@ -179,6 +181,9 @@ SKIP_AFTER = 3
 """Failed attempts of a single event before it is recorded and skipped."""
 MAX_BACKOFF = 5.0
 PROFILE_ID_PREFIX = "prof"
+
+_Catalogs = tuple[Mapping[str, JourneyCatalog], Mapping[str, SegmentCatalog]]
+"""Journey and segment catalogs of some workspaces, as one step read them."""
 
 
 class Processor(LogConsumer):
@@ -424,12 +429,12 @@ class Processor(LogConsumer):
             except Exception as exc:  # one bad event must not stop the others: recorded
                 failures.append(failed(entry, exc))
 
-        quiet = await self._quiet_workspaces(scanned)
+        quiet, read = await self._quiet_entries(scanned)
         states = await load_step_states(
             self._storage, self._cache, self._rules, scanned, previous, quiet
         )
         journeys = await self._journeys.prepare(states, now, previous_journeys)
-        catalogs = await self._catalogs.for_workspaces(states, journeys.catalogs)
+        catalogs = await self._step_catalogs(states, journeys.catalogs, read)
         computed = await self._computed.for_workspaces(states)
 
         def new_profile_id() -> str:
@@ -446,6 +451,15 @@ class Processor(LogConsumer):
         """The profiles as they were when their timers were last computed."""
         for entry, scan in scanned:
             event = entry.event
+            if entry.offset in quiet:
+                # Nothing reads this membership event: on the timeline, no more.
+                target = quiet_target(event, scan, states[event.workspace_id])
+                if target is not None:
+                    try:
+                        placed.append(Placed(entry, target, dump_json(event)))
+                    except Exception as exc:  # one bad event must not stop the others
+                        failures.append(failed(entry, exc))
+                    continue
             if is_control(event):
                 continue  # for the journey-trigger consumer alone (``journey_triggers``)
             state = states[event.workspace_id]
@@ -494,15 +508,6 @@ class Processor(LogConsumer):
                         _membership_event(entry, listed.id, c, now) for c in upload.changes
                     )
                 continue
-            if event.workspace_id in quiet:
-                # Nothing reads membership events here: on the timeline, no more.
-                target = quiet_target(event, scan, state)
-                if target is not None:
-                    try:
-                        placed.append(Placed(entry, target, dump_json(event)))
-                    except Exception as exc:  # one bad event must not stop the others
-                        failures.append(failed(entry, exc))
-                    continue
             try:
                 resolution = _settled(event, scan, state)
                 if resolution is None:
@@ -626,15 +631,40 @@ class Processor(LogConsumer):
         )
         return Step(after, len(entries), batch, failures, states, journeys)
 
-    async def _quiet_workspaces(self, scanned: Sequence[tuple[LogEntry, EventClaims]]) -> set[str]:
-        """The workspaces of the batch's membership events where nothing reads them."""
-        wanted = {
-            entry.event.workspace_id
-            for entry, claims in scanned
-            if is_membership_event(entry.event, claims)
-        }
+    async def _quiet_entries(
+        self, scanned: Sequence[tuple[LogEntry, EventClaims]]
+    ) -> tuple[set[int], _Catalogs]:
+        """The offsets of the batch's membership events that nothing reads, and the
+        catalogs that tell (those of the workspaces of its membership events).
+
+        Each entry is looked at once here; the rest of the step goes by offset.
+        """
+        wanted: dict[str, list[int]] = {}
+        for entry, claims in scanned:
+            if is_membership_event(entry.event, claims):
+                wanted.setdefault(entry.event.workspace_id, []).append(entry.offset)
         if not wanted:
-            return set()
+            return set(), ({}, {})
         journeys = await self._journeys.catalogs.for_workspaces(wanted)
         catalogs = await self._catalogs.for_workspaces(wanted, journeys)
-        return {ws for ws in wanted if quiet_membership_events(catalogs[ws], journeys[ws])}
+        quiet = {
+            offset
+            for ws, offsets in wanted.items()
+            if quiet_membership_events(catalogs[ws], journeys[ws])
+            for offset in offsets
+        }
+        return quiet, (journeys, catalogs)
+
+    async def _step_catalogs(
+        self,
+        states: Mapping[str, WorkspaceState],
+        journeys: Mapping[str, JourneyCatalog],
+        read: _Catalogs,
+    ) -> dict[str, SegmentCatalog]:
+        """The step's segment catalogs; those ``_quiet_entries`` read serve again when
+        they cover every workspace and were combined with the step's very journey
+        catalogs (no second revision query: a batch of membership events reads once)."""
+        read_journeys, read_catalogs = read
+        if all(ws in read_catalogs and read_journeys[ws] is journeys.get(ws) for ws in states):
+            return {ws: read_catalogs[ws] for ws in states}
+        return await self._catalogs.for_workspaces(states, journeys)

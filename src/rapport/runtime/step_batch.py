@@ -32,7 +32,7 @@ from rapport.core.model import (
 from rapport.core.segments import SegmentCatalog
 from rapport.runtime.journey_effects import JourneyWork
 from rapport.runtime.profile_cache import ProfileCache
-from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX, is_membership_event, schedule_timers
+from rapport.runtime.segment_effects import OUTBOX_KEY_PREFIX, schedule_timers
 from rapport.runtime.working_set import WorkspaceState, load_states
 from rapport.storage.base import ProcessingBatch, Storage
 
@@ -63,12 +63,13 @@ async def load_step_states(
     rules: IdentityRules,
     scanned: Sequence[tuple[LogEntry, EventClaims]],
     previous: dict[str, WorkspaceState],
-    quiet: AbstractSet[str] = frozenset(),
+    quiet: AbstractSet[int] = frozenset(),
 ) -> dict[str, WorkspaceState]:
     """Owners and profiles of everything the batch mentions, per workspace.
 
-    Membership events of ``quiet`` workspaces need their profile to exist,
-    not its document (``segment_effects.quiet``).
+    ``quiet``: the offsets of membership events nothing reads
+    (``segment_effects.quiet``), which need their profile to exist, not its
+    document.
     """
     lookups: dict[str, dict[Identifier, None]] = {}
     addressed: dict[str, set[str]] = {}
@@ -76,12 +77,14 @@ async def load_step_states(
     for entry, claims in scanned:
         ws = entry.event.workspace_id
         wanted = lookups.setdefault(ws, {})
-        wanted.update(dict.fromkeys(claims.identifiers))
+        if claims.identifiers:
+            wanted.update(dict.fromkeys(claims.identifiers))
         if entry.event.type == "alias":
             wanted.update(dict.fromkeys(alias_candidates(entry.event, rules)))
         if claims.profile_id is not None:
-            quiet_event = ws in quiet and is_membership_event(entry.event, claims)
-            (named if quiet_event else addressed).setdefault(ws, set()).add(claims.profile_id)
+            (named if entry.offset in quiet else addressed).setdefault(ws, set()).add(
+                claims.profile_id
+            )
     return await load_states(storage, cache, lookups, addressed, previous, named)
 
 

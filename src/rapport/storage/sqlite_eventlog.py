@@ -14,13 +14,14 @@ and its dedup lookup. Encoding happens on the caller's side, once per row.
 
 Deduplication by ``(workspace_id, message_id)``: see ``sqlite_dedup``.
 
-The rows of this process's latest appends (``RECENT_EVENTS`` events) are
-kept as they were stored, after their commit: a read of them (the processor
-right behind the relay or ingest) decodes them from memory instead of
-asking a reader thread for rows just written. A read the kept rows do not
-cover in full goes to the database for the rest, so it answers exactly what
-the database holds: the same bytes decoded the same way, rows of other
-processes (which take offsets in between) included.
+The rows of this process's latest appends (``RECENT_EVENTS`` events and
+``RECENT_BYTES`` of JSON at most) are kept as they were stored, after their
+commit: a read of them (the processor right behind the relay or ingest)
+decodes them from memory instead of asking a reader thread for rows just
+written. A read the kept rows do not cover in full goes to the database for
+the rest, so it answers exactly what the database holds: the same bytes
+decoded the same way, rows of other processes (which take offsets in
+between) included.
 """
 
 from __future__ import annotations
@@ -70,8 +71,13 @@ DEDUP_FLUSH_CHUNK = 10_000
 # frequent small checkpoints cost no more I/O than rare big ones, and keep
 # the writer's own (stalling) checkpoints short.
 CHECKPOINT_EVERY = 0.5
-RECENT_EVENTS = 10_000
-"""Events of the latest appends kept in memory for reads (about 4 MB of timer events)."""
+RECENT_EVENTS = 50_000
+"""Most events of the latest appends kept in memory for reads."""
+RECENT_BYTES = 16 * 1024 * 1024
+"""Most bytes of stored JSON kept in memory for reads (some 25,000 customer
+events). Enough for what a processor behind a burst of ingest still has to
+read: the membership events the relay appends meanwhile would otherwise push
+the burst's unread rows out, and both would be read back from the file."""
 
 _log = structlog.get_logger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -147,6 +153,8 @@ class SqliteEventLog(EventLog):
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self._recent_rows: deque[_Stored] = deque()
+        self._recent_bytes = 0
+        """Bytes of the bodies of ``_recent_rows``."""
         self._recent_by_offset: dict[int, _Stored] = {}
         """Each kept offset -> its row (event loop thread only)."""
 
@@ -226,17 +234,19 @@ class SqliteEventLog(EventLog):
         return entries + await self._db.read(partial(_read_entries, after, limit, self._legacy_end))
 
     def _keep(self, rows: list[_Row]) -> None:
-        """Keep the rows of a committed append (``RECENT_EVENTS`` events at most)."""
+        """Keep the rows of a committed append (``RECENT_EVENTS`` and ``RECENT_BYTES`` at most)."""
         kept, by_offset = self._recent_rows, self._recent_by_offset
         for row in rows:
             if row.stored is None:
                 continue
-            first, last, _ = row.stored
+            first, last, body = row.stored
             kept.append(row.stored)
+            self._recent_bytes += len(body)
             for offset in range(first, last + 1):
                 by_offset[offset] = row.stored
-        while len(by_offset) > RECENT_EVENTS:
-            first, last, _ = kept.popleft()
+        while kept and (len(by_offset) > RECENT_EVENTS or self._recent_bytes > RECENT_BYTES):
+            first, last, body = kept.popleft()
+            self._recent_bytes -= len(body)
             for offset in range(first, last + 1):
                 by_offset.pop(offset, None)
 
