@@ -20,6 +20,7 @@ from rapport.core.segments import SegmentCatalog, SegmentDefinition
 from rapport.runtime import processor as processor_module
 from rapport.runtime.journey_catalogs import JourneyCatalog
 from rapport.runtime.segment_effects import SEGMENT_EVENT_SOURCE, quiet
+from tests.unit.segment_helpers import active_segment
 from tests.unit.test_processor import (
     S2,
     WS,
@@ -134,17 +135,7 @@ async def test_a_step_of_membership_events_checks_the_segment_definitions_once()
 
 
 def definition(segment_id: str, condition: Any) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id=WS,
-        id=segment_id,
-        name=segment_id,
-        kind="dynamic",
-        condition=condition,
-        version=1,
-        status="active",
-        created_at=T0,
-        updated_at=T0,
-    )
+    return active_segment(segment_id, condition, T0, workspace_id=WS)
 
 
 def test_a_workspace_is_quiet_unless_something_reads_membership_events() -> None:

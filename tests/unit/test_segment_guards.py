@@ -17,6 +17,7 @@ from rapport.core.segments import (
     SegmentDefinition,
     update_memberships,
 )
+from tests.unit.segment_helpers import active_segment
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 VIEWED = {"event": "Product Viewed", "window": "1h", "op": "gte", "value": 1}
@@ -95,17 +96,7 @@ def test_one_lookup_rules_out_the_other_cities_but_never_a_membership() -> None:
 
 
 def definition(segment_id: str, condition: Any) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id="ws",
-        id=segment_id,
-        name=segment_id,
-        kind="dynamic",
-        condition=condition,
-        version=1,
-        status="active",
-        created_at=NOW,
-        updated_at=NOW,
-    )
+    return active_segment(segment_id, condition, NOW)
 
 
 def test_a_customer_who_moves_leaves_the_segments_of_her_old_city() -> None:

@@ -38,6 +38,7 @@ from rapport.core.segments import (
     update_memberships,
 )
 from rapport.runtime.working_set import WorkspaceState
+from tests.unit.segment_helpers import active_segment
 from tests.unit.test_streaming_properties import (
     POOL,
     STEP,
@@ -224,17 +225,7 @@ VIEWED_TWICE = {"event": "Product Viewed", "window": "1h", "op": "gte", "value":
 
 
 def segment(segment_id: str, condition: Any) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id="ws",
-        id=segment_id,
-        name=segment_id,
-        kind="dynamic",
-        condition=condition,
-        version=1,
-        status="active",
-        created_at=NOW,
-        updated_at=NOW,
-    )
+    return active_segment(segment_id, condition, NOW)
 
 
 def viewed_at(at: datetime) -> Event:

@@ -21,6 +21,7 @@ from rapport.core.segments import (
     refresh_memberships,
     update_memberships,
 )
+from tests.unit.segment_helpers import active_segment
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -36,17 +37,7 @@ LAPSED = {"trait": "last_order_at", "op": "before", "value": {"ago": "30d"}}
 
 
 def definition(segment_id: str, condition: Any, version: int = 1) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id="ws",
-        id=segment_id,
-        name=segment_id,
-        kind="dynamic",
-        condition=condition,
-        version=version,
-        status="active",
-        created_at=T0,
-        updated_at=T0,
-    )
+    return active_segment(segment_id, condition, T0, version=version)
 
 
 def catalog(*definitions: SegmentDefinition) -> SegmentCatalog:

@@ -36,6 +36,7 @@ from rapport.core.static_segments import (
     upload_message_id,
     upload_types,
 )
+from tests.unit.segment_helpers import active_segment
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 WS = "ws"
@@ -61,17 +62,7 @@ def static(
 
 
 def dynamic(segment_id: str, condition: Any, version: int = 1) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id=WS,
-        id=segment_id,
-        name=segment_id,
-        kind="dynamic",
-        condition=condition,
-        version=version,
-        status="active",
-        created_at=T0,
-        updated_at=T0,
-    )
+    return active_segment(segment_id, condition, T0, workspace_id=WS, version=version)
 
 
 GOLD_VIP = dynamic("gold-vip", {"all": [{"in_segment": "vip"}, {"trait": "plan", "op": "exists"}]})

@@ -18,13 +18,12 @@ from rapport.core.conditions.aggregates import EMPTY_READING, AggregateState, Ag
 from rapport.core.conditions.compile import aggregate_spec
 from rapport.core.model import Event, Membership, Profile, TraitValue
 from rapport.core.segments import (
-    ACTIVE,
-    DYNAMIC,
     MembershipChange,
     SegmentCatalog,
     SegmentDefinition,
     update_memberships,
 )
+from tests.unit.segment_helpers import active_segment
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GOLD = {"trait": "plan", "op": "equals", "value": "gold"}
@@ -116,17 +115,7 @@ def test_reordering_children_changes_no_result(combinator: str) -> None:
 
 
 def definition(segment_id: str, condition: Any) -> SegmentDefinition:
-    return SegmentDefinition(
-        workspace_id="ws",
-        id=segment_id,
-        name=segment_id,
-        kind=DYNAMIC,
-        condition=condition,
-        version=1,
-        status=ACTIVE,
-        created_at=NOW,
-        updated_at=NOW,
-    )
+    return active_segment(segment_id, condition, NOW)
 
 
 def test_one_event_reads_each_aggregate_once_and_only_if_asked(
