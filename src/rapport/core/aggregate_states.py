@@ -66,30 +66,18 @@ class AggregateStates:
 
     @property
     def changed(self) -> Collection[str]:
-        """The aggregates whose state an ``observe`` changed."""
+        """The aggregates whose state ``feed`` changed."""
         return self._changed
 
-    def observe(self, aggregate_id: str, aggregator: Aggregator, event: Event, at: int) -> None:
-        """Feed ``event`` (at ``at`` microseconds), which ``aggregator.matches``, to one aggregate.
+    def feed(self, candidates: Iterable[tuple[str, Aggregator]], event: Event, at: int) -> None:
+        """Add ``event`` (at ``at`` microseconds) to each candidate aggregate it matches.
 
         Events an aggregate does not count are not fed at all: its state
         stays as stored, which a reading at ``now`` or later gets right
         (what aged out is ignored, and dropped by the next event it counts).
         Most events match few of the aggregates of their name (views of
-        shoes, of bags...), so most states are not even decoded.
-        """
-        before = self._state(aggregate_id, aggregator)
-        after = aggregator.add_event_micros(before, event, at, self._now)
-        if after is not before:
-            self._states[aggregate_id] = after
-            self._readings.pop(aggregate_id, None)
-            self._changed.add(aggregate_id)
-
-    def feed(self, candidates: Iterable[tuple[str, Aggregator]], event: Event, at: int) -> None:
-        """``observe`` ``event`` (at ``at`` microseconds) in each candidate aggregate it matches.
-
-        What ``update_memberships`` does with every event: the same as one
-        ``observe`` per matching candidate, as one loop (an event feeds several).
+        shoes, of bags...), so most states are not even decoded. One loop for
+        all candidates: an event feeds several.
         """
         states = self._states
         stored = self._stored
