@@ -74,6 +74,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("processing_batch_size", int, 500, "Events processed per transaction."),
     Setting(
+        "profile_cache_size",
+        int,
+        10_000,
+        "Profiles the processor keeps in memory after committing them, the most recently "
+        "processed first (0: none). Spares reading and decoding a returning customer's "
+        "profile; costs memory, about twice each profile's stored size.",
+    ),
+    Setting(
         "processing",
         str,
         "inline",
@@ -184,6 +192,7 @@ class Settings:
     identifier_traits: str
     identifier_caps: str
     processing_batch_size: int
+    profile_cache_size: int
     processing: str
     log_level: str
     log_format: str
@@ -327,6 +336,8 @@ def load_settings(
     settings.sender_config()
     if settings.processing not in {"inline", "off"}:
         raise SettingsError("processing: expected inline or off")
+    if settings.profile_cache_size < 0:
+        raise SettingsError("profile_cache_size: expected 0 or more")
     if settings.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise SettingsError("sqlite_synchronous: expected OFF, NORMAL, FULL or EXTRA")
     return settings

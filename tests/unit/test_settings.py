@@ -41,6 +41,7 @@ def test_postgres_url_selects_postgres() -> None:
         ({"RAPPORT_IDENTIFIER_CAPS": "email"}, "identifier_caps"),
         ({"RAPPORT_IDENTIFIER_CAPS": "email=many"}, "identifier_caps"),
         ({"RAPPORT_SQLITE_SYNCHRONOUS": "sometimes"}, "sqlite_synchronous"),
+        ({"RAPPORT_PROFILE_CACHE_SIZE": "-1"}, "profile_cache_size"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], name: str) -> None:

@@ -9,9 +9,9 @@ owners, merges, timeline rows and the new consumer offset — in one
 Round trips are per batch, not per event: at most one ``find_profile_ids``
 and one ``load_profiles`` per workspace in the batch, then a working set in
 memory that lets several events of one customer in the same batch see each
-other (``working_set``). Optionally, owners and profiles the processor
-committed itself come from a bounded in-memory cache (``profile_cache``: why
-and when that is valid, and why it is off by default).
+other (``working_set``). Owners and profiles the processor committed itself
+come from a bounded in-memory cache when it has one (``profile_cache``: why
+and when that is valid; the service sizes it by ``profile_cache_size``).
 
 Pipelined: while one step commits (storage work, mostly off the event loop's
 thread), ``run_once`` already reads and builds the next one on top of the
@@ -232,6 +232,11 @@ class Processor(LogConsumer):
         self.give_way: Callable[[], Awaitable[None]] | None = None
         """Awaited before each step of ``run``: inline processing gives way to ingest
         (``rapport.api.ingest_priority``)."""
+
+    @property
+    def cache_size(self) -> int:
+        """Most profiles kept in memory after their commit (0: none)."""
+        return self._cache.max_profiles
 
     # -- progress ------------------------------------------------------------
     @property

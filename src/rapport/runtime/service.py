@@ -174,6 +174,7 @@ class Rapport:
             self.ids,
             self.rules,
             batch_size=settings.processing_batch_size,
+            cache_profiles=settings.profile_cache_size,
         )
         # Scheduled internal events (outbox, segment timers) reach the log
         # through the relay, which runs wherever the processor runs.
