@@ -72,7 +72,12 @@ SETTINGS: tuple[Setting, ...] = (
         "user_id=1,email=5,phone=5,anonymous_id=100",
         "Most identifiers of a type one profile may hold, as `type=N` pairs.",
     ),
-    Setting("processing_batch_size", int, 500, "Events processed per transaction."),
+    Setting(
+        "processing_batch_size",
+        int,
+        2000,
+        "Most events processed per transaction: a step takes what is waiting, up to this.",
+    ),
     Setting(
         "profile_cache_size",
         int,

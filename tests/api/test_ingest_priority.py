@@ -108,6 +108,19 @@ async def test_processing_far_behind_does_not_wait(lag: int) -> None:
         assert await timed(activity, BEHIND - 1) >= 0.19
 
 
+async def test_processing_is_told_whether_ingest_goes_on() -> None:
+    quiet = IngestActivity(max_wait=5.0, probe=0.5, thread_time=LOOP.thread_time)
+    assert await quiet.give_way(0, MAX_LAG) is False
+    activity = activity_with_a_request()
+    assert await activity.give_way(0, MAX_LAG) is True, "the loop idle, a request in flight"
+    async with busy_loop():
+        assert await activity.give_way(0, MAX_LAG) is True, "waited max_wait: a flood"
+        assert await activity.give_way(BEHIND, MAX_LAG) is True, "too far behind to wait"
+    activity.end()
+    await asyncio.sleep(QUIET_SECONDS)
+    assert await activity.give_way(0, MAX_LAG) is False, "no request for a while"
+
+
 async def test_ingest_requests_are_counted_and_the_processor_is_wired(api: ApiHarness) -> None:
     app = create_app(api.rapport)
     activity: IngestActivity = app.state.ingest_activity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -482,6 +483,52 @@ async def test_load_offset_forgets_what_was_prepared_and_cached() -> None:
     assert await h.processor.run_once() == 1
     profile = await h.profile_of("user_id", "u")
     assert profile.event_count == 3
+
+
+async def test_a_big_step_gives_the_event_loop_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processor_module, "YIELD_EVERY", 2)
+    h = Harness(batch_size=10)
+    await h.log.append([make_event(n, anonymous_id=f"a{n}") for n in range(1, 11)])
+    turns = 0
+    done = asyncio.Event()
+
+    async def other_work() -> None:
+        nonlocal turns
+        while not done.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    assert await h.processor.run_once() == 10
+    during = turns - before
+    done.set()
+    await other
+    # Ten events, a turn after every second one (what storage awaits may add more).
+    assert during >= 4
+
+
+@pytest.mark.parametrize(("busy", "sizes"), [(False, [5, 5]), (True, [2, 2, 2, 2, 2])])
+async def test_steps_are_short_while_ingest_keeps_the_loop_busy(
+    monkeypatch: pytest.MonkeyPatch, busy: bool, sizes: list[int]
+) -> None:
+    monkeypatch.setattr(processor_module, "BUSY_STEP", 2)
+    h = Harness(batch_size=5)
+
+    async def give_way() -> bool:
+        return busy
+
+    h.processor.give_way = give_way
+    await h.log.append([make_event(n, anonymous_id=f"a{n}") for n in range(1, 11)])
+    stop = asyncio.Event()
+    running = asyncio.create_task(h.processor.run(stop))
+    assert await h.processor.wait_processed(10, timeout=5)
+    stop.set()
+    h.processor.notify()
+    await running
+    offsets = [0] + [batch.offset for batch in h.storage.batches]
+    assert [b - a for a, b in itertools.pairwise(offsets)] == sizes
 
 
 async def test_batch_size_bounds_each_step() -> None:

@@ -43,8 +43,8 @@ def give_way_to_ingest(runtime: Rapport, activity: IngestActivity) -> None:
     """Make the runtime's processor wait for pauses in ingest (``ingest_priority``)."""
     max_lag = runtime.settings.max_processing_lag
 
-    async def give_way() -> None:
-        await activity.give_way(runtime.lag, max_lag)
+    async def give_way() -> bool:
+        return await activity.give_way(runtime.lag, max_lag)
 
     runtime.processor.give_way = give_way
 

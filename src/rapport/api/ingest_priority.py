@@ -12,9 +12,11 @@ So, before each step, the processor gives way while ingest keeps the event
 loop busy: it waits as long as, sampled over ``PROBE_SECONDS`` at a time,
 the loop's thread is busy more than ``BUSY_SHARE`` of the time -- never
 longer than ``max_wait``, so it still takes a step every ``max_wait`` under a
-flood. (Counting requests in flight is not enough: the event log's group
-commit answers all waiting requests at once, so under a flood there are
-moments with none in flight, just before their clients send the next.)
+flood -- a short one: while ingest goes on, a step takes at most
+``processor.BUSY_STEP`` events, whatever ``processing_batch_size`` allows.
+(Counting requests in flight is not enough: the event log's group commit
+answers all waiting requests at once, so under a flood there are moments
+with none in flight, just before their clients send the next.)
 Moderate ingest leaves the loop idle most of the time: then processing goes
 on after one probe and stays close behind, as before; with no ingest at all
 for ``QUIET_SECONDS`` it goes on at once.
@@ -85,15 +87,22 @@ class IngestActivity:
         self._in_flight -= 1
         self._last_change = time.monotonic()
 
-    async def give_way(self, lag: int, max_lag: int) -> None:
+    async def give_way(self, lag: int, max_lag: int) -> bool:
         """Return once ingest leaves the loop mostly idle, after ``max_wait`` at most.
 
         Returns at once when processing is ``lag`` events behind and that
         is ``GIVE_WAY_BELOW`` of ``max_lag`` or more. Call it on the event
         loop's thread: its CPU time is what tells how busy the loop is.
+
+        Whether ingest is going on (a request in flight or answered less
+        than ``QUIET_SECONDS`` ago): processing then takes short steps, so that
+        the two share the loop in short turns; without ingest it catches up
+        in full ones.
         """
-        if lag >= max_lag * GIVE_WAY_BELOW or self._quiet():
-            return
+        if self._quiet():
+            return False
+        if lag >= max_lag * GIVE_WAY_BELOW:
+            return True
         deadline = time.monotonic() + self.max_wait
         while time.monotonic() < deadline:
             # While this waits, what the loop's thread computes is the others'
@@ -102,7 +111,8 @@ class IngestActivity:
             await asyncio.sleep(self.probe)
             wall, cpu = time.monotonic() - wall, self._thread_time() - cpu
             if cpu < wall * self.busy_share:
-                return
+                break
+        return True
 
     def _quiet(self) -> bool:
         return not self._in_flight and time.monotonic() - self._last_change >= QUIET_SECONDS

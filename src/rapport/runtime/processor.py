@@ -180,6 +180,14 @@ ISOLATE_AFTER = 3
 SKIP_AFTER = 3
 """Failed attempts of a single event before it is recorded and skipped."""
 MAX_BACKOFF = 5.0
+BUSY_STEP = 500
+"""Most events a step takes while ingest goes on (``give_way``): a step holds the
+loop's thread, so processing takes it in short turns and ingest keeps its pace;
+a backlog is caught up in full ``batch_size`` steps once ingest stops."""
+YIELD_EVERY = 250
+"""Events a step processes between two turns it gives the event loop (ingest requests,
+the sender): a step of a few thousand events would otherwise hold the loop for
+hundreds of milliseconds."""
 PROFILE_ID_PREFIX = "prof"
 
 _Catalogs = tuple[Mapping[str, JourneyCatalog], Mapping[str, SegmentCatalog]]
@@ -229,14 +237,21 @@ class Processor(LogConsumer):
         """Events recorded as ``processing_failed`` since start."""
         self._skip_recorded = 0
         """Offset of the last event recorded as skipped, so a retried skip records it once."""
-        self.give_way: Callable[[], Awaitable[None]] | None = None
+        self.give_way: Callable[[], Awaitable[bool]] | None = None
         """Awaited before each step of ``run``: inline processing gives way to ingest
-        (``rapport.api.ingest_priority``)."""
+        (``rapport.api.ingest_priority``). True: ingest goes on, and the step takes
+        ``BUSY_STEP`` events at most."""
+        self._ingest_busy = False
+        """What ``give_way`` last said: the next step takes ``BUSY_STEP`` events at most."""
 
     @property
     def cache_size(self) -> int:
         """Most profiles kept in memory after their commit (0: none)."""
         return self._cache.max_profiles
+
+    def _step_size(self) -> int:
+        """Most events the next step reads."""
+        return min(self.batch_size, BUSY_STEP) if self._ingest_busy else self.batch_size
 
     # -- progress ------------------------------------------------------------
     @property
@@ -264,8 +279,7 @@ class Processor(LogConsumer):
         attempts = 0
         isolate_until = 0
         while not stop.is_set():
-            if self.give_way is not None:
-                await self.give_way()
+            self._ingest_busy = self.give_way is not None and await self.give_way()
             self._wake.clear()
             start = self.processed_offset
             isolated = start < isolate_until
@@ -322,7 +336,7 @@ class Processor(LogConsumer):
         step, self._upcoming = self._upcoming, None
         if step is None or step.after != self.processed_offset or limit is not None:
             after = self.processed_offset
-            entries = await self._log.read(after, limit or self.batch_size)
+            entries = await self._log.read(after, limit or self._step_size())
             if not entries:
                 return 0
             step = await self._build_step(after, entries, {})
@@ -360,7 +374,7 @@ class Processor(LogConsumer):
     async def _prepare_after(self, step: Step) -> Step | None:
         """The step after ``step``, built on its working set; None if there is nothing yet."""
         try:
-            entries = await self._log.read(step.batch.offset, self.batch_size)
+            entries = await self._log.read(step.batch.offset, self._step_size())
             if not entries:
                 return None
             return await self._build_step(step.batch.offset, entries, step.states, step.journeys)
@@ -454,7 +468,10 @@ class Processor(LogConsumer):
         """Profiles whose time-dependent memberships were evaluated at ``now``."""
         loaded = {ws: dict(state.profiles) for ws, state in states.items()}
         """The profiles as they were when their timers were last computed."""
-        for entry, scan in scanned:
+        for index, (entry, scan) in enumerate(scanned):
+            if index and not index % YIELD_EVERY:
+                # A big step is CPU work: the event loop serves requests between its parts.
+                await asyncio.sleep(0)
             event = entry.event
             if entry.offset in quiet:
                 # Nothing reads this membership event: on the timeline, no more.
