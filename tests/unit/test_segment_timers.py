@@ -203,3 +203,35 @@ def test_asked_again_after_an_event_only_what_changed_is_looked_at() -> None:
     assert next_membership_change(cat, unrelated, now, since=timed) == due
     # A timer already due is not an answer any more: everything is looked at.
     assert next_membership_change(cat, unrelated, due, since=timed) == due + timedelta(minutes=1)
+
+
+def test_a_state_dropped_as_another_is_added_is_a_changed_input() -> None:
+    # As many states as before, but not the same ones: the segment whose state
+    # went is looked at again, and its lapse (sooner than the old answer) found.
+    cart_or_lapsed = {
+        "any": [{"event": "Added To Cart", "window": "1h", "op": "gte", "value": 1}, LAPSED]
+    }
+    cat = catalog(definition("s2", S2), definition("cart-or-lapsed", cart_or_lapsed))
+    now = T0 + timedelta(days=1)
+    cart = Event(
+        workspace_id="ws",
+        message_id="cart",
+        type="track",
+        event="Added To Cart",
+        timestamp=now - timedelta(minutes=10),
+        received_at=now,
+        source="test",
+    )
+    carted, _ = update_memberships(cat, blank(), blank(), cart, now)
+    looked = viewed(cat, view(now))
+    assert len(carted.aggregates) == len(looked.aggregates) == 1
+    assert carted.aggregates.keys() != looked.aggregates.keys()
+    ordered = now - timedelta(days=30) + timedelta(minutes=5)
+    trait = TraitValue(value=ordered.isoformat(), source="test", observed_at=now, received_at=now)
+    traits = {"last_order_at": trait}
+    profile = msgspec_replace(looked, traits=traits)
+    since = msgspec_replace(
+        carted, traits=traits, segments=profile.segments, segment_timer_at=now + HOUR
+    )
+    assert next_membership_change(cat, profile, now) == now + timedelta(minutes=5)
+    assert next_membership_change(cat, profile, now, since=since) == now + timedelta(minutes=5)

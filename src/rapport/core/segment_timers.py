@@ -32,6 +32,8 @@ from rapport.core.segments import (
 )
 
 _NEVER: Final = 2**63
+_UNSETTLED: Final[Settled] = {}
+"""What ``_first_change`` looks positions up in when no evaluation settled any (never written)."""
 MAX_LOOKAHEAD: Final = 16
 """Evaluations ``next_membership_change`` spends before settling for a lower bound."""
 
@@ -109,18 +111,10 @@ def _first_change(
     horizon = _NEVER if before is None else before
     # What the evaluation found (``settled``) stands for its positions. Segments
     # the profile's traits rule out are left out: false, and time cannot change
-    # that (``segment_guards``).
-    known: list[tuple[int, tuple[bool, int | None]]] = []
-    if settled:
-        known = [(p, found) for p, found in settled.items() if p in positions]
-    unknown: AbstractSet[int] = positions - settled.keys() if known and settled else positions
+    # that (``segment_guards``), unless she is a member: then it may leave.
+    found_at = (settled or _UNSETTLED).get
     guards = catalog.guards
-    if guards and not guarded:
-        if unknown:
-            unknown = guards.allowed(unknown, profile.traits, members, catalog.position)
-        if known:
-            excluded = guards.excluded(profile.traits)
-            known = [(p, found) for p, found in known if p not in excluded or ids[p] in members]
+    excluded = guards.excluded(profile.traits) if guards and not guarded else NOTHING
     states: AggregateStates | None = None
     contexts: dict[int, ProfileContext] = {}
 
@@ -142,9 +136,12 @@ def _first_change(
     pending: list[tuple[int, int]] = []
     """``(instant, position)``, a heap: when each segment's value may next change."""
     settles = catalog.time_bounds
-    for position in unknown:
-        known.append((position, settles[position](context_at(now_us), now_us)))
-    for position, (value, instant) in known:
+    # One pass over the positions, in any order: ``pending`` is a heap.
+    for position in positions:
+        if excluded and position in excluded and ids[position] not in members:
+            continue
+        found = found_at(position)
+        value, instant = settles[position](context_at(now_us), now_us) if found is None else found
         if value != (ids[position] in members):
             # Not evaluated since its definition changed (not backfilled
             # yet): whichever way time moves its value, the timer at its
@@ -188,18 +185,23 @@ def _changed_inputs(
     by_aggregate, by_trait, by_consent, readers = catalog.inputs_without(excluded, timed=True)
     if before.aggregates is not after.aggregates:
         # A state the profile kept is the very same object: compare texts only
-        # where the objects differ (in one pass: no list of those first).
+        # where the objects differ. A new state is one ``get`` does not find:
+        # counting those tells whether any was dropped (rare), cheaper than
+        # comparing the two sets of ids first.
         old_states, new_states = before.aggregates, after.aggregates
-        if old_states.keys() != new_states.keys():  # rare: no new set in the usual case
-            for aggregate_id in old_states.keys() ^ new_states.keys():
-                changed.update(by_aggregate.get(aggregate_id, ()))
         previous = old_states.get
+        added = 0
         for aggregate_id, text in new_states.items():
-            old = previous(aggregate_id, text)
+            old = previous(aggregate_id)
             if old is not text and old != text:
+                if old is None:
+                    added += 1
                 counting = by_aggregate.get(aggregate_id)
                 if counting is not None:
                     changed.update(counting)
+        if len(old_states) + added > len(new_states):
+            for aggregate_id in old_states.keys() - new_states.keys():
+                changed.update(by_aggregate.get(aggregate_id, ()))
     if before.traits is not after.traits:
         changed_traits(by_trait, before, after, changed)
     if before.consent is not after.consent:

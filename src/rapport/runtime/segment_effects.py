@@ -170,7 +170,9 @@ def schedule_timers(
     ws = state.workspace_id
     for profile_id in sorted(state.changed_profiles):
         profile = state.profiles[profile_id]
-        decays = None if computed is None else computed.next_change(profile, now)
+        # No computed trait, nothing decays: not asked (it converts ``now`` and
+        # reads the profile's due states to find that out).
+        decays = computed.next_change(profile, now) if computed else None
         if profile.segment_timer_at is None and not catalog.time_bounds and decays is None:
             continue
         try:
