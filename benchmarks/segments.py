@@ -1,7 +1,9 @@
 """Per-event cost of streaming segments, beside a baseline with no segments in the same run.
 
-One processor on the SQLite backend processes the same event stream from the
-event log, each run on a fresh data directory:
+One processor on the SQLite backend, with the default settings (steps of up
+to ``processing_batch_size`` events, ``profile_cache_size`` profiles kept in
+memory), processes the same event stream from the event log, each run on a
+fresh data directory:
 
 a. **baseline** — no segment definitions: identity resolution, traits and
    timeline only (what ``benchmarks/ingest.py`` calls processing);

@@ -299,7 +299,8 @@ class Processor(LogConsumer):
                         attempts = 0
                         continue
                 elif not isolated and attempts >= ISOLATE_AFTER:
-                    isolate_until = start + self.batch_size
+                    # One event at a time over what the failing step read.
+                    isolate_until = start + self._step_size()
                     attempts = 0
                 await self._pause(stop, min(MAX_BACKOFF, POLL_INTERVAL * 2**attempts))
                 continue
